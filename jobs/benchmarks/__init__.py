@@ -1,0 +1,1 @@
+"""Code benchmarks: names, data loading, prompts, stop words, post-processing, test assembly."""

@@ -1,0 +1,140 @@
+"""The run directory: the one place that knows where every file of a run lives.
+
+Both sides read it: the launcher writes the plan, scripts and manifest; the jobs write their
+artifacts and completion sentinels; the collector and `mftlaunch status` read them back.
+Nothing else in the code base builds a path inside a run directory by hand.
+
+Layout::
+
+    runs/<recipe>-<YYYYmmdd-HHMMSS>[-N]/
+      recipe.yaml            resolved recipe (after --set overrides)
+      profile.yaml           resolved cluster profile (secret *names* only, never values)
+      plan.json              the job graph; array index i of a job selects plan item i
+      manifest.json          job ids, submit time, git sha, package versions
+      scripts/<job>.sbatch   rendered batch scripts (Slurm) or commands (local)
+      logs/<job-name>_<jobid>_<index>.out   one log per job or array element
+      sentinels/<stage>/<index>.done        JSON written when an element completed
+      state/<stage>/<index>.json            last known attempt of an element (restarts, host)
+      train/                 checkpoints (train/checkpoints/step_N), tensorboard (train/tb)
+      merged/                plain HF model directory produced by the merge stage
+      generate/<item>/       generations_<benchmark>_<model>.json + sidecar
+      evaluate/<item>/       metrics_<benchmark>_<model>.json + per-sample results
+      collect/               results table (md/csv/json) and the submission zip
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STAGES = ("train", "merge", "generate", "evaluate", "collect")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run. Cheap to build; creates nothing until something is written."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root).resolve())
+
+    # files written at submit time
+    @property
+    def recipe_file(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def profile_file(self) -> Path:
+        return self.root / "profile.yaml"
+
+    @property
+    def plan_file(self) -> Path:
+        return self.root / "plan.json"
+
+    @property
+    def manifest_file(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def scripts_dir(self) -> Path:
+        return self.root / "scripts"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.root / "logs"
+
+    def script(self, job_name: str, chunk: int = 0) -> Path:
+        suffix = f".{chunk}" if chunk else ""
+        return self.scripts_dir / f"{job_name}{suffix}.sbatch"
+
+    # per-element bookkeeping
+    def sentinel(self, stage: str, index: int) -> Path:
+        return self.root / "sentinels" / stage / f"{index}.done"
+
+    def element_state(self, stage: str, index: int) -> Path:
+        return self.root / "state" / stage / f"{index}.json"
+
+    # stage artifacts
+    @property
+    def train_dir(self) -> Path:
+        return self.root / "train"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.train_dir / "checkpoints"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.train_dir / "tb"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.root / "merged"
+
+    def generate_dir(self, item_key: str) -> Path:
+        return self.root / "generate" / item_key
+
+    def evaluate_dir(self, item_key: str) -> Path:
+        return self.root / "evaluate" / item_key
+
+    @property
+    def collect_dir(self) -> Path:
+        return self.root / "collect"
+
+    # sentinels
+    def is_done(self, stage: str, index: int) -> bool:
+        return self.sentinel(stage, index).is_file()
+
+    def mark_done(self, stage: str, index: int, counts: dict[str, Any]) -> None:
+        atomic_write_json(self.sentinel(stage, index), {"stage": stage, "index": index, **counts})
+
+    def done_record(self, stage: str, index: int) -> dict[str, Any] | None:
+        path = self.sentinel(stage, index)
+        return read_json(path) if path.is_file() else None

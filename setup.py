@@ -1,0 +1,44 @@
+"""mftlaunch: fine-tune and evaluate code LLMs on Slurm clusters.
+
+The base install is the submit side only (what a login node needs); the compute side's heavy
+dependencies live in extras: `train` (torch, transformers, peft, deepspeed), `eval` (sandboxed
+execution needs no Python extras beyond the base), `dev` (tests).
+"""
+from setuptools import find_packages, setup
+
+TORCH = "torch==2.13.0"  # the CPU build that installs from local disk on the CI machine; see README
+
+setup(
+    name="mftlaunch",
+    version="0.1.0",
+    description="Fine-tune and evaluate code LLMs on Slurm clusters",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(include=["launcher*", "jobs*", "eval_sandbox*"]),
+    include_package_data=True,
+    package_data={"eval_sandbox": ["toolchains/*", "toolchains/**/*", "Apptainer.def", "Dockerfile"]},
+    install_requires=[
+        "submitit==1.5.4",
+        "pyyaml>=6",
+        "pydantic>=2.6,<3",
+        "rich>=13",
+    ],
+    extras_require={
+        "train": [
+            TORCH,
+            "transformers>=4.45",
+            "peft>=0.13",
+            "accelerate>=1.0",
+            "tokenizers>=0.19",
+            "safetensors>=0.4",
+            "tensorboard>=2.14",
+            # deepspeed builds against the installed torch: install it with --no-build-isolation
+            # after torch (tests/run.sh does), or its build pulls a CUDA torch of several GB.
+            "deepspeed>=0.15",
+        ],
+        "eval": [],
+        "dev": ["pytest>=8", "pytest-timeout>=2"],
+    },
+    entry_points={"console_scripts": ["mftlaunch=launcher.cli:main"]},
+)
