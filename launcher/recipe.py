@@ -377,13 +377,34 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def _anchor(path: Optional[str], base: Path) -> Optional[str]:
+    if not path or path.startswith("builtin:") or Path(path).is_absolute():
+        return path
+    return str((base / path).resolve())
+
+
+def anchor_paths(recipe: Recipe, base: Path) -> Recipe:
+    """Relative data and model paths are relative to the recipe file, so a recipe works from any
+    working directory and the resolved copy in the run directory holds absolute paths."""
+    recipe.model.path = _anchor(recipe.model.path, base)
+    recipe.model.tokenizer_path = _anchor(recipe.model.tokenizer_path, base)
+    recipe.data_dir = _anchor(recipe.data_dir, base)
+    if recipe.stages.train:
+        for ds in recipe.stages.train.datasets:
+            ds.path = _anchor(ds.path, base)
+    if recipe.stages.generate:
+        recipe.stages.generate.model_path = _anchor(recipe.stages.generate.model_path, base)
+    return recipe
+
+
 def recipe_from_source(source: YamlSource, overrides: list[str] = ()) -> Recipe:
     if not isinstance(source.data, dict):
         raise ConfigError([f"{source.path}: a recipe is a YAML mapping (name, model, stages, ...)"])
     data = dict(source.data)
     data.setdefault("name", source.path.stem)
     apply_overrides(data, list(overrides))
-    return validate_model(Recipe, data, source)  # type: ignore[return-value]
+    recipe = validate_model(Recipe, data, source)
+    return anchor_paths(recipe, source.path.resolve().parent)  # type: ignore[arg-type]
 
 
 def load_recipe(path: Union[str, Path], overrides: list[str] = ()) -> Recipe:

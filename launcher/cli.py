@@ -1,0 +1,254 @@
+"""The `mftlaunch` command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from launcher import profile as profiles
+from launcher.plan import Plan
+from launcher.rundir import RunDir, atomic_write_json, atomic_write_text
+from launcher.yamlsource import ConfigError
+
+
+def _err(message: str) -> None:
+    print(f"mftlaunch: error: {message}", file=sys.stderr)
+
+
+def _add_recipe_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="recipe YAML file")
+    p.add_argument("--profile", help="cluster profile name or YAML file (default: local without sbatch, "
+                                     "else $MFTLAUNCH_PROFILE or the recipe's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe field, e.g. --set train.learning_rate=1e-4 (repeatable)")
+
+
+def _print_plan(plan: Plan) -> None:
+    for job in plan.jobs:
+        res = job.resources
+        dep = f" after {job.depends_on} ({job.dependency_type})" if job.depends_on else ""
+        kind = f"array[{len(job.items)}]" if job.is_array else "job"
+        print(f"  {job.name:40s} {kind:10s} nodes={res.nodes} tasks/node={res.tasks_per_node} gpus/node={res.gpus_per_node} "
+              f"partition={res.partition or '-'} time={res.time_minutes}min{dep}")
+    for note in plan.notes:
+        print(f"  note: {note}")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from launcher.submit import load
+
+    loaded = load(args.recipe, args.profile, args.overrides, check_paths=args.check_paths)
+    print(f"{args.recipe}: valid ({', '.join(loaded.recipe.stages.present())}) for profile '{loaded.profile.name}'")
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from launcher import slurm
+    from launcher.render import render_script
+    from launcher.submit import load
+
+    loaded = load(args.recipe, args.profile, args.overrides, check_paths=False)
+    out = RunDir(args.out) if args.out else None
+    print(f"plan for {loaded.recipe.name} on profile '{loaded.profile.name}':")
+    _print_plan(loaded.plan)
+    if out is None:
+        return 0
+    atomic_write_json(out.plan_file, loaded.plan.to_dict())
+    for job in loaded.plan.jobs:
+        for chunk in range(len(job.chunks)):
+            path = out.script(job.name, chunk)
+            atomic_write_text(path, render_script(job, loaded.recipe, loaded.profile, out, chunk))
+            print(f"  wrote {path}")
+            if args.test_only:
+                print(f"    sbatch --test-only: {slurm.sbatch(path, test_only=True)}")
+    return 0
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from launcher.submit import load, submit, wait_local
+
+    started = time.perf_counter()
+    loaded = load(args.recipe, args.profile, args.overrides, check_paths=True)
+    run = submit(loaded)
+    print(f"submitted {loaded.recipe.name} to profile '{loaded.profile.name}' in {time.perf_counter() - started:.2f}s")
+    print(f"run directory: {run.root}")
+    print(f"watch it: mftlaunch status {run.root}   logs: mftlaunch logs {run.root} -f")
+    if not args.wait:
+        return 0
+    return _wait(run, loaded.profile.is_local)
+
+
+def _wait(run: RunDir, local: bool, poll_s: float = 5.0) -> int:
+    from launcher import status
+    from launcher.submit import wait_local
+
+    final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+    if local:
+        wait_local(run)
+    else:
+        while True:
+            rows, _ = status.collect(run)
+            if all(r.state in final for r in rows):
+                break
+            time.sleep(poll_s)
+    rows, warnings = status.collect(run)
+    status.print_table(run, rows, warnings)
+    ok = all(r.done for r in rows)
+    print(f"run {'completed' if ok else 'did not complete'}: {run.root}")
+    return 0 if ok else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from launcher import status
+
+    run = RunDir(args.run)
+    rows, warnings = status.collect(run)
+    if args.json:
+        print(json.dumps({"run_dir": str(run.root), "elements": [r.to_dict() for r in rows],
+                          "summary": status.summary(rows), "warnings": warnings}, indent=2))
+    else:
+        status.print_table(run, rows, warnings)
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from launcher import steer
+
+    run = RunDir(args.run)
+    files = steer.log_files(run, args.stage, args.index)
+    if not files:
+        _err(f"no logs yet under {run.logs_dir}" + (f" for stage {args.stage}" if args.stage else ""))
+        return 1
+    if args.follow:
+        try:
+            for chunk in steer.follow(files):
+                sys.stdout.write(chunk)
+                sys.stdout.flush()
+        except KeyboardInterrupt:
+            return 0
+    for path in files:
+        print(f"==> {path} <==")
+        sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from launcher import steer
+
+    cancelled = steer.cancel(RunDir(args.run))
+    print("cancelled: " + (" ".join(cancelled) if cancelled else "nothing was running"))
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from launcher import steer
+
+    run = RunDir(args.run)
+    selection = steer.resume(run)
+    if not selection:
+        print("nothing to resume: every element has its completion sentinel")
+        return 0
+    for stage, indices in selection.items():
+        print(f"resubmitted {stage}: {indices}")
+    if args.wait:
+        from launcher.submit import load_manifest
+
+        return _wait(run, load_manifest(run).get("scheduler") == "local")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from launcher import steer
+
+    for r in steer.recent_runs(Path(args.root), args.limit):
+        print(f"{r['submit_time']}  {r['recipe']:24s} {r['profile']:16s} {r['status']:12s} {r['run_dir']}")
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    if args.action == "list":
+        for name, path in sorted(profiles.available().items()):
+            p = profiles.load_profile(str(path))
+            print(f"{name:28s} {p.scheduler:6s} {p.description}  ({path})")
+        return 0
+    if not args.name:
+        _err(f"profiles {args.action} needs a profile NAME")
+        return 2
+    p = profiles.load_profile(args.name)
+    if args.action == "show":
+        print(profiles.profile_to_yaml(p), end="")
+        return 0
+    from launcher.profile_check import check
+
+    problems = check(p)
+    for line in problems:
+        print(line)
+    return 1 if any(line.startswith("FAIL") for line in problems) else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mftlaunch", description="Fine-tune and evaluate code LLMs on Slurm clusters.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("validate", cmd_validate, "check a recipe (and profile) and exit 0, or print every error and exit 1")
+    _add_recipe_args(p)
+    p.add_argument("--check-paths", action="store_true", help="also require model/data paths to exist here")
+    p = add("plan", cmd_plan, "show the job graph; with --out render every sbatch script and plan.json")
+    _add_recipe_args(p)
+    p.add_argument("--out", help="directory to write the rendered scripts and plan.json into")
+    p.add_argument("--test-only", action="store_true", help="also run `sbatch --test-only` on each script")
+    p = add("submit", cmd_submit, "submit the whole graph and print the run directory")
+    _add_recipe_args(p)
+    p.add_argument("--wait", action="store_true", help="wait for the run to finish; exit non-zero if anything failed")
+    p = add("status", cmd_status, "one table for every job and array element of a run")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p = add("logs", cmd_logs, "print (or follow) a run's logs")
+    p.add_argument("run")
+    p.add_argument("--stage")
+    p.add_argument("--index", type=int)
+    p.add_argument("-f", "--follow", action="store_true")
+    p = add("cancel", cmd_cancel, "cancel every job of a run")
+    p.add_argument("run")
+    p = add("resume", cmd_resume, "resubmit only elements without a completion sentinel, and their dependents")
+    p.add_argument("run")
+    p.add_argument("--wait", action="store_true")
+    p = add("runs", cmd_runs, "list recent runs")
+    p.add_argument("--root", default="./runs")
+    p.add_argument("--limit", type=int, default=20)
+    p = add("profiles", cmd_profiles, "list, show or check cluster profiles")
+    p.add_argument("action", choices=["list", "show", "check"])
+    p.add_argument("name", nargs="?")
+    try:
+        from launcher import eval_commands
+    except ImportError:
+        eval_commands = None
+    if eval_commands is not None:
+        eval_commands.register(sub)
+    return parser
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"mftlaunch: {len(exc.problems)} problem(s); nothing was submitted", file=sys.stderr)
+        return 1
+    except RuntimeError as exc:  # SlurmError and friends: one clear line, no traceback
+        _err(str(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

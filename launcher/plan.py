@@ -1,0 +1,263 @@
+"""Recipe + profile → plan: the small DAG of jobs that `submit` sends and `plan` renders.
+
+A plan is plain data (it is written to plan.json and read back by every job): one entry per
+stage with its items (array elements), resolved resources, array chunks and the dependency on the
+stage before it. All recipe-vs-profile checks happen here, so an impossible recipe is refused
+before the first sbatch.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from launcher.profile import Profile
+from launcher.recipe import Recipe, Resources
+from launcher.yamlsource import ConfigError, YamlSource
+
+DEFAULT_DATA_ENV = "MFTLAUNCH_DATA_DIR"
+
+# How each stage waits for the one before it. `afterok` + kill-on-invalid-dep keeps a failed
+# training from allocating GPU nodes for nothing; evaluation goes element by element where the
+# arrays match; the collector runs whatever happened and names what is missing.
+DEPENDENCY = {"merge": "afterok", "generate": "afterok", "evaluate": "aftercorr", "collect": "afterany"}
+
+
+@dataclass
+class ResolvedResources:
+    partition: Optional[str]
+    nodes: int
+    tasks_per_node: int
+    gpus_per_node: int
+    cpus_per_task: Optional[int]
+    mem_gb: Optional[float]
+    time_minutes: int
+    max_restarts: int
+
+
+@dataclass
+class PlannedJob:
+    stage: str
+    name: str
+    items: list[dict[str, Any]]
+    resources: ResolvedResources
+    depends_on: Optional[str] = None
+    dependency_type: Optional[str] = None
+    chunks: list[tuple[int, int]] = field(default_factory=list)  # (offset, count) per sbatch
+
+    @property
+    def is_array(self) -> bool:
+        return self.stage in ("generate", "evaluate")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["chunks"] = [list(c) for c in self.chunks]
+        out["is_array"] = self.is_array
+        return out
+
+
+@dataclass
+class Plan:
+    recipe: str
+    profile: str
+    scheduler: str
+    model_name: str
+    data_dir: Optional[str]
+    limit: Optional[int]
+    jobs: list[PlannedJob]
+    notes: list[str] = field(default_factory=list)
+
+    def job(self, stage: str) -> PlannedJob:
+        for job in self.jobs:
+            if job.stage == stage:
+                return job
+        raise KeyError(stage)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe,
+            "profile": self.profile,
+            "scheduler": self.scheduler,
+            "model_name": self.model_name,
+            "data_dir": self.data_dir,
+            "limit": self.limit,
+            "notes": self.notes,
+            "jobs": [j.to_dict() for j in self.jobs],
+        }
+
+
+def job_name(recipe: Recipe, stage: str) -> str:
+    """Readable in squeue, no '/': mft.<recipe>.<stage>."""
+    return f"mft.{recipe.name}.{stage}"
+
+
+def stage_items(recipe: Recipe, stage: str) -> list[dict[str, Any]]:
+    gen = recipe.stages.generate
+    if stage == "generate":
+        items = []
+        for bench in gen.benchmarks:
+            n = gen.shards.get(bench, 1)
+            for k in range(n):
+                key = bench if n == 1 else f"{bench}-s{k}of{n}"
+                items.append({"key": key, "benchmark": bench, "shard": k, "num_shards": n})
+        return items
+    if stage == "evaluate":
+        return [{"key": b, "benchmark": b, "num_shards": gen.shards.get(b, 1)} for b in gen.benchmarks]
+    return [{"key": stage}]
+
+
+def default_data_dir() -> Optional[str]:
+    """$MFTLAUNCH_DATA_DIR, else the pinned copy beside this checkout (../shared/data)."""
+    if os.environ.get(DEFAULT_DATA_ENV):
+        return os.environ[DEFAULT_DATA_ENV]
+    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+    return str(beside) if beside.is_dir() else None
+
+
+def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: list["Problem"]) -> ResolvedResources:
+    where = ("stages", stage, "resources")
+    partition = res.partition or (profile.partitions.gpu if res.gpus_per_node else profile.partitions.cpu)
+    if res.gpus_per_node > profile.gpus_per_node:
+        problems.append((where + ("gpus_per_node",),
+            f"asks for {res.gpus_per_node} GPUs per node, but nodes of profile "
+            f"'{profile.name}' have {profile.gpus_per_node}; lower it or pick another profile (--profile)"
+        ))
+    if profile.is_local and res.nodes > 1:
+        problems.append((where + ("nodes",), f"the local profile runs on one machine, got nodes: {res.nodes}; use a Slurm profile"))
+    if profile.max_nodes and res.nodes > profile.max_nodes:
+        problems.append((where + ("nodes",), f"{res.nodes} exceeds the max_nodes ({profile.max_nodes}) of profile '{profile.name}'"))
+    tasks = res.tasks_per_node
+    if res.cpus_per_task and profile.cpus_per_node and res.cpus_per_task * tasks > profile.cpus_per_node:
+        problems.append((where + ("cpus_per_task",),
+            f"{tasks} task(s) x {res.cpus_per_task} CPUs exceed the {profile.cpus_per_node} "
+            f"CPUs of a node in profile '{profile.name}'"
+        ))
+    if res.mem_gb and profile.mem_gb_per_node and res.mem_gb > profile.mem_gb_per_node:
+        problems.append((where + ("mem_gb",), f"{res.mem_gb} GB exceeds the {profile.mem_gb_per_node} GB of a node in profile '{profile.name}'"))
+    if profile.max_time_minutes and res.time_minutes > profile.max_time_minutes:
+        problems.append((where + ("time",),
+            f"{res.time} is longer than the profile's max_time ({profile.max_time}); shorten it "
+            f"(training resumes from checkpoints across requeues)"
+        ))
+    return ResolvedResources(
+        partition=partition,
+        nodes=res.nodes,
+        tasks_per_node=tasks,
+        gpus_per_node=res.gpus_per_node,
+        cpus_per_task=res.cpus_per_task,
+        mem_gb=res.mem_gb,
+        time_minutes=res.time_minutes,
+        max_restarts=res.max_restarts,
+    )
+
+
+def _chunks(stage: str, count: int, profile: Profile, problems: list["Problem"]) -> list[tuple[int, int]]:
+    size = profile.max_array_size
+    if count <= size:
+        return [(0, count)]
+    if not profile.chunk_arrays:
+        problems.append((("stages", stage),
+            f"the array has {count} elements, more than MaxArraySize ({size}) of profile "
+            f"'{profile.name}', and chunk_arrays is off; enable chunk_arrays or use fewer shards"
+        ))
+        return [(0, count)]
+    return [(off, min(size, count - off)) for off in range(0, count, size)]
+
+
+def _is_builtin(path: str) -> bool:
+    return path.startswith("builtin:")
+
+
+def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list["Problem"]) -> None:
+    """Cluster paths must exist where `submit` (or `validate --check-paths`) runs."""
+    model_path = recipe.model.path
+    if not _is_builtin(model_path) and not Path(model_path).exists():
+        problems.append((("model", "path"), f"{model_path} does not exist (a HF model directory, or builtin:tiny-llama)"))
+    train = recipe.stages.train
+    if train:
+        for i, ds in enumerate(train.datasets):
+            if not Path(ds.path).exists():
+                problems.append((("stages", "train", "datasets", i, "path"), f"{ds.path} does not exist (a directory of chat_rounds JSONL)"))
+    gen = recipe.stages.generate
+    if gen and gen.model_path and not _is_builtin(gen.model_path) and not Path(gen.model_path).exists():
+        problems.append((("stages", "generate", "model_path"), f"{gen.model_path} does not exist"))
+    if gen:
+        if not data_dir:
+            problems.append((("data_dir",), f"no benchmark data directory: set data_dir in the recipe or ${DEFAULT_DATA_ENV} "
+                             "(`mftlaunch data fetch --dest DIR` downloads it)"))
+        elif not Path(data_dir).is_dir():
+            problems.append((("data_dir",), f"{data_dir} is not a directory (`mftlaunch data fetch --dest {data_dir}`)"))
+
+
+def _memory_notes(recipe: Recipe, problems: list["Problem"], notes: list[str]) -> None:
+    """Ask the training side's memory model (plain JSON maths, no torch) when it is available."""
+    train = recipe.stages.train
+    if not train or _is_builtin(recipe.model.path):
+        return
+    config = Path(recipe.model.path) / "config.json"
+    if not config.is_file():
+        return
+    try:
+        from jobs.training import memory
+    except ImportError:
+        return
+    estimate = memory.estimate_for_recipe(recipe, config)
+    notes.append(estimate.summary())
+    if not estimate.fits:
+        problems.append((("stages", "train"), estimate.summary()))
+
+
+Problem = tuple[tuple, str]
+
+
+def _format(problems: list[Problem], source: Optional[YamlSource]) -> list[str]:
+    out = []
+    for loc, message in problems:
+        dotted = ".".join(str(p) for p in loc).replace(".[", "[")
+        where = source.where(loc) if source else "<recipe>"
+        out.append(f"{where}: {dotted}: {message}")
+    return out
+
+
+def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source: Optional[YamlSource] = None) -> Plan:
+    """Build the plan; raise ConfigError listing every problem (nothing is submitted then).
+
+    `source` (the recipe's YAML) lets errors name the recipe file and line."""
+    problems: list[Problem] = []
+    notes: list[str] = []
+    data_dir = recipe.data_dir or default_data_dir()
+    jobs: list[PlannedJob] = []
+    previous: Optional[PlannedJob] = None
+    for stage in recipe.stages.present():
+        spec = getattr(recipe.stages, stage)
+        items = stage_items(recipe, stage)
+        resources = _resolve_resources(stage, spec.resources, profile, problems)
+        job = PlannedJob(stage=stage, name=job_name(recipe, stage), items=items, resources=resources)
+        job.chunks = _chunks(stage, len(items), profile, problems) if job.is_array else [(0, 1)]
+        if previous is not None:
+            job.depends_on = previous.stage
+            kind = DEPENDENCY[stage]
+            if kind == "aftercorr" and [i["key"] for i in previous.items] != [i["key"] for i in items]:
+                kind = "afterany"  # sharded generation: evaluation waits for the whole array
+            if kind == "aftercorr" and previous.chunks != job.chunks:
+                kind = "afterany"
+            job.dependency_type = kind
+        jobs.append(job)
+        previous = job
+    _memory_notes(recipe, problems, notes)
+    if paths:
+        check_paths(recipe, data_dir, problems)
+    if problems:
+        raise ConfigError(_format(problems, source))
+    return Plan(
+        recipe=recipe.name,
+        profile=profile.name,
+        scheduler=profile.scheduler,
+        model_name=recipe.model.model_name,
+        data_dir=data_dir,
+        limit=recipe.limit,
+        jobs=jobs,
+        notes=notes,
+    )
+

@@ -1,0 +1,162 @@
+"""Plan → batch scripts. submitit's sbatch renderer writes the directives (one sorted
+`#SBATCH --key=value` per line, quoted); this module decides their values and the body.
+
+Body of every script (same for every stage; see docs/LAUNCHER.md):
+- the profile's modules, setup lines and environment, then the run's own variables;
+- `srun --kill-on-bad-exit=1` runs one task per GPU (or one per node on CPU), each task running
+  `python -m jobs.run STAGE RUN_DIR INDEX` — so every rank gets Slurm's signals itself;
+- the batch shell traps USR2 (Slurm's `--signal=B:USR2@grace`, or `scancel --signal=USR2 --batch`)
+  and passes it to the ranks; a job that saved and exited 75 is requeued with `scontrol requeue`
+  until the restart cap, and `--open-mode=append` keeps every attempt's output.
+
+Scripts carry no dependency and no job ids: those go on the sbatch command line, so the same
+script serves `submit`, `resume` and golden-file tests.
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from typing import Any
+
+from submitit.slurm.slurm import _make_sbatch_string
+
+from jobs.context import REQUEUE_EXIT_CODE
+from launcher.plan import Plan, PlannedJob
+from launcher.profile import Profile
+from launcher.recipe import Recipe
+from launcher.rundir import RunDir
+
+
+def log_pattern(run: RunDir, job: PlannedJob) -> str:
+    """%x = job name; arrays add the array id and index, single jobs the job id."""
+    tail = "%x_%A_%a.out" if job.is_array else "%x_%j.out"
+    return str(run.logs_dir / tail)
+
+
+def _gpu_parameters(job: PlannedJob, profile: Profile) -> dict[str, Any]:
+    gpus = job.resources.gpus_per_node
+    if not gpus:
+        return {}
+    if profile.gpu_request == "gres":
+        return {"gres": f"{profile.gres_type}:{gpus}"}
+    if profile.gpu_request == "gpus-per-task":
+        return {"gpus_per_task": 1}
+    return {"gpus_per_node": gpus}
+
+
+def sbatch_parameters(job: PlannedJob, profile: Profile, run: RunDir, count: int) -> dict[str, Any]:
+    """Keyword arguments of submitit's renderer for one sbatch of `job` with `count` elements."""
+    res = job.resources
+    params: dict[str, Any] = {
+        "job_name": job.name,
+        "time": res.time_minutes,
+        "nodes": res.nodes,
+        "ntasks_per_node": res.tasks_per_node,
+        "partition": res.partition,
+        "cpus_per_task": res.cpus_per_task,
+        "mem": f"{res.mem_gb:g}GB" if res.mem_gb else None,
+        "account": profile.account,
+        "qos": profile.qos,
+        "constraint": profile.constraint,
+        "exclusive": True if profile.exclusive else None,
+        "wckey": profile.wckey,  # None: no --wckey line (submitit's default would add one)
+        "stderr_to_stdout": True,
+        "use_srun": False,
+        **_gpu_parameters(job, profile),
+    }
+    if job.is_array:
+        params["map_count"] = count
+        params["array_parallelism"] = profile.array_throttle or count
+    extra: dict[str, Any] = {
+        "output": log_pattern(run, job),
+        "signal": f"B:USR2@{profile.signal_grace_s}",
+        "requeue": True,
+    }
+    if profile.reservation:
+        extra["reservation"] = profile.reservation
+    extra.update(profile.sbatch_extra)
+    params["additional_parameters"] = extra
+    # keep wckey even when None: submitit's renderer drops None values, but its *default* is "submitit"
+    return {k: v for k, v in params.items() if v is not None or k == "wckey"}
+
+
+def _exports(recipe: Recipe, profile: Profile, run: RunDir) -> list[str]:
+    lines = [f"module load {shlex.quote(m)}" for m in profile.modules]
+    lines += list(profile.setup)
+    env = {**profile.env, **recipe.env}
+    lines += [f"export {k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
+    lines += [
+        f"export MFTLAUNCH_RUN_DIR={shlex.quote(str(run.root))}",
+        "export PYTHONUNBUFFERED=1",
+    ]
+    if profile.net_ifname:
+        lines.append(f"export MFTLAUNCH_NET_IFNAME={shlex.quote(profile.net_ifname)}")
+    if profile.master_addr == "ip":
+        lines.append("export MFTLAUNCH_MASTER_ADDR_MODE=ip")
+    return lines
+
+
+def _task_command(job: PlannedJob, profile: Profile, run: RunDir) -> str:
+    python = profile.python or sys.executable
+    entry = [python, "-u", "-m", "jobs.run", job.stage, str(run.root)]
+    srun = ["srun", "--kill-on-bad-exit=1", "--unbuffered"]
+    if job.resources.cpus_per_task:
+        srun.append(f"--cpus-per-task={job.resources.cpus_per_task}")
+    container = profile.container
+    if container.type == "pyxis":
+        srun.append(f"--container-image={container.image}")
+        if container.mounts:
+            srun.append(f"--container-mounts={','.join(container.mounts)}")
+        srun += container.extra_args
+    srun += profile.srun_extra
+    if container.type == "apptainer":
+        binds = [a for m in container.mounts for a in ("--bind", m)]
+        entry = ["apptainer", "exec", "--nv", *binds, *container.extra_args, container.image, *entry]
+    return " ".join(shlex.quote(a) for a in srun + entry) + ' "$index"'
+
+
+def _body(job: PlannedJob, profile: Profile, run: RunDir, offset: int) -> str:
+    cap = job.resources.max_restarts
+    return "\n".join(
+        [
+            f"index=$(( ${{SLURM_ARRAY_TASK_ID:-0}} + {offset} ))",
+            "# pass USR2 on to the ranks: they save at the next safe point and exit "
+            f"{REQUEUE_EXIT_CODE}",
+            "trap 'kill -USR2 \"$step\" 2>/dev/null' USR2",
+            _task_command(job, profile, run) + " &",
+            "step=$!",
+            "while :; do wait \"$step\"; rc=$?; kill -0 \"$step\" 2>/dev/null || break; done",
+            f"if [ \"$rc\" -eq {REQUEUE_EXIT_CODE} ]; then",
+            f"  if [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {cap} ]; then",
+            "    echo \"mftlaunch: state saved, requeueing job $SLURM_JOB_ID (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"
+            f" of {cap})\"",
+            "    scontrol requeue \"$SLURM_JOB_ID\" && exit 0",
+            "  fi",
+            f"  echo \"mftlaunch: restart cap ({cap}) reached; not requeueing\" >&2",
+            "  exit 1",
+            "fi",
+            "exit \"$rc\"",
+        ]
+    )
+
+
+def render_script(job: PlannedJob, recipe: Recipe, profile: Profile, run: RunDir, chunk: int = 0) -> str:
+    offset, count = job.chunks[chunk]
+    params = sbatch_parameters(job, profile, run, count)
+    text = _make_sbatch_string(
+        command=_body(job, profile, run, offset),
+        folder=str(run.logs_dir),
+        setup=_exports(recipe, profile, run),
+        **params,
+    )
+    # submitit marks its own executor in the environment; these scripts do not run submitit's loader
+    return text.replace("export SUBMITIT_EXECUTOR=slurm\n", "")
+
+
+def render_all(plan: Plan, recipe: Recipe, profile: Profile, run: RunDir) -> dict[str, str]:
+    """Script file name → text, for every job and chunk of the plan."""
+    out = {}
+    for job in plan.jobs:
+        for chunk in range(len(job.chunks)):
+            out[run.script(job.name, chunk).name] = render_script(job, recipe, profile, run, chunk)
+    return out

@@ -1,0 +1,105 @@
+"""Thin, checked wrappers around Slurm's commands. Every call fails loudly on a non-zero exit."""
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional
+
+# Variables a job inherits that would confuse an sbatch issued from inside it (submitit #1782),
+# except SLURM_CONF, which says which cluster to talk to.
+_STRIP_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "PMIX_", "PMI_")
+_STRIP_NAMES = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"}
+
+#: Slurm states after which a job will not run again by itself. PREEMPTED/REQUEUED are not final.
+FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
+
+
+class SlurmError(RuntimeError):
+    pass
+
+
+def clean_env(environ: Optional[dict[str, str]] = None) -> dict[str, str]:
+    env = dict(os.environ if environ is None else environ)
+    for key in list(env):
+        if (key.startswith(_STRIP_PREFIXES) and key != "SLURM_CONF") or key in _STRIP_NAMES:
+            del env[key]
+    return env
+
+
+def _run(cmd: list[str], env: Optional[dict[str, str]] = None, timeout: float = 60) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env or clean_env(), timeout=timeout)
+    except FileNotFoundError:
+        raise SlurmError(f"{cmd[0]} not found on PATH: is this a Slurm login node? (use --profile local otherwise)") from None
+    except subprocess.TimeoutExpired:
+        raise SlurmError(f"{' '.join(cmd[:2])} did not answer in {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        raise SlurmError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def sbatch(script: Path, *, dependency: Optional[str] = None, array: Optional[str] = None,
+           env: Optional[dict[str, str]] = None, test_only: bool = False) -> str:
+    """Submit `script`; return the job id. Command-line options override the script's directives."""
+    cmd = ["sbatch", "--parsable"]
+    if dependency:
+        cmd += [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"]
+    if array:
+        cmd.append(f"--array={array}")
+    if test_only:
+        cmd.append("--test-only")
+        proc = subprocess.run(cmd + [str(script)], capture_output=True, text=True, env=env or clean_env(), timeout=60)
+        if proc.returncode != 0:
+            raise SlurmError(f"sbatch --test-only {script.name}: {proc.stderr.strip()}")
+        return (proc.stderr or proc.stdout).strip()
+    out = _run(cmd + [str(script)], env=env).strip()
+    job_id = out.splitlines()[-1].split(";")[0].strip() if out else ""
+    if not job_id.isdigit():
+        raise SlurmError(f"sbatch {script.name}: could not read a job id from {out!r}")
+    return job_id
+
+
+@dataclass
+class JobRow:
+    job_id: str  # "123" or "123_4" for array elements
+    state: str
+    node: str
+    elapsed: str
+    reason: str = ""
+
+
+def squeue(job_ids: Iterable[str]) -> list[JobRow]:
+    """One call for every job; arrays are expanded (-r) so each element has its own row."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    out = _run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%N|%M|%r"])
+    rows = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 5:
+            rows.append(JobRow(parts[0], parts[1], parts[2], parts[3], parts[4]))
+    return rows
+
+
+def sacct(job_ids: Iterable[str], start: str) -> list[JobRow]:
+    """Finished jobs. `-S start` keeps a recycled job id from reading an old record.
+    Raises SlurmError when accounting is disabled; callers fall back to sentinels."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return []
+    out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-S", start, "-o", "JobID,State,NodeList,Elapsed"])
+    rows = []
+    for line in out.splitlines():
+        parts = line.split("|")
+        if len(parts) >= 4:
+            rows.append(JobRow(parts[0], parts[1].split()[0], parts[2], parts[3]))
+    return rows
+
+
+def scancel(job_ids: Iterable[str]) -> None:
+    ids = sorted(set(job_ids))
+    if ids:
+        _run(["scancel", *ids])

@@ -1,0 +1,126 @@
+"""`mftlaunch status`: one row per job and array element, from one squeue call, one sacct call
+for what squeue no longer knows, and the run directory's own state files and sentinels.
+
+Works with accounting disabled (sacct fails → finished elements are read from sentinels and
+state files). PREEMPTED / REQUEUED / REQUEUE_HOLD are shown but never treated as final.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from launcher import slurm
+from launcher.rundir import RunDir, read_json
+
+
+@dataclass
+class ElementStatus:
+    stage: str
+    index: int
+    key: str
+    job_id: str
+    state: str
+    node: str
+    elapsed: str
+    restarts: int
+    done: bool
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def element_job_ids(manifest: dict[str, Any], plan: dict[str, Any]) -> dict[tuple[str, int], str]:
+    """(stage, index) → the Slurm id of its latest submission ("123" or "123_4")."""
+    out: dict[tuple[str, int], str] = {}
+    jobs = {j["stage"]: j for j in plan["jobs"]}
+    for attempt in manifest.get("attempts", []):
+        for stage, entries in attempt.get("jobs", {}).items():
+            job = jobs[stage]
+            for entry in entries:
+                offset = entry["offset"]
+                count = next(c for o, c in job["chunks"] if o == offset)
+                if entry.get("array"):
+                    local = [int(x) for x in entry["array"].split("%")[0].split(",")]
+                else:
+                    local = list(range(count))
+                for i in local:
+                    out[(stage, offset + i)] = f"{entry['id']}_{i}" if job["is_array"] else entry["id"]
+    return out
+
+
+def _elapsed(state: dict[str, Any]) -> str:
+    started = state.get("started")
+    if not started:
+        return ""
+    seconds = int((state.get("ended") or time.time()) - started)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
+    """Rows plus warnings (e.g. accounting disabled)."""
+    plan = read_json(run.plan_file)
+    manifest = read_json(run.manifest_file)
+    warnings: list[str] = []
+    live: dict[str, slurm.JobRow] = {}
+    ids = element_job_ids(manifest, plan) if manifest.get("scheduler") == "slurm" else {}
+    if ids:
+        bases = {i.split("_")[0] for i in ids.values()}
+        try:
+            live = {r.job_id: r for r in slurm.squeue(bases)}
+        except slurm.SlurmError as exc:
+            warnings.append(f"squeue: {exc}")
+        missing = {i.split("_")[0] for i in ids.values() if i not in live}
+        if missing:
+            try:
+                start = manifest["submit_time"]
+                live.update({r.job_id: r for r in slurm.sacct(missing, start) if r.job_id not in live})
+            except slurm.SlurmError as exc:
+                warnings.append(f"sacct unavailable ({exc}); finished elements are read from sentinels")
+    rows = []
+    for job in plan["jobs"]:
+        for index, item in enumerate(job["items"]):
+            state_file = run.element_state(job["stage"], index)
+            local = read_json(state_file) if state_file.is_file() else {}
+            done = run.is_done(job["stage"], index)
+            job_id = ids.get((job["stage"], index), local.get("job_id", ""))
+            row = live.get(job_id)
+            state = row.state if row else (local.get("state") or ("COMPLETED" if done else "UNKNOWN"))
+            note = local.get("error", "") if state in ("FAILED", "UNKNOWN") else ""
+            if row and row.reason and row.reason not in ("None", "(null)"):
+                note = row.reason
+            if state == "COMPLETED" and not done:
+                note = "no completion sentinel: the job ended without finishing its work"
+            rows.append(ElementStatus(
+                stage=job["stage"], index=index, key=item["key"], job_id=job_id, state=state,
+                node=(row.node if row and row.node else local.get("host", "")),
+                elapsed=(row.elapsed if row else _elapsed(local)), restarts=int(local.get("restarts", 0)),
+                done=done, note=note,
+            ))
+    return rows, warnings
+
+
+def summary(rows: list[ElementStatus]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.state] = counts.get(row.state, 0) + 1
+    return counts
+
+
+def print_table(run: RunDir, rows: list[ElementStatus], warnings: list[str], console: Optional[Any] = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=str(run.root), show_lines=False)
+    for col in ("stage", "idx", "item", "job id", "state", "node", "elapsed", "restarts", "done", "note"):
+        table.add_column(col)
+    colours = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "red", "TIMEOUT": "red", "RUNNING": "cyan"}
+    for r in rows:
+        state = f"[{colours.get(r.state, 'yellow')}]{r.state}[/]"
+        table.add_row(r.stage, str(r.index), r.key, r.job_id, state, r.node, r.elapsed, str(r.restarts),
+                      "yes" if r.done else "", r.note[:80])
+    console.print(table)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}")
