@@ -189,8 +189,18 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     return 1 if any(line.startswith("FAIL") for line in problems) else 0
 
 
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("mftlaunch")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mftlaunch", description="Fine-tune and evaluate code LLMs on Slurm clusters.")
+    parser.add_argument("--version", action="version", version=f"mftlaunch {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, func: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
