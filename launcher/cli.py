@@ -181,12 +181,21 @@ def cmd_profiles(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(profiles.profile_to_yaml(p), end="")
         return 0
-    from launcher.profile_check import check
+    from launcher.profile_check import check, distributed_check
 
     problems = check(p)
     for line in problems:
         print(line)
-    return 1 if any(line.startswith("FAIL") for line in problems) else 0
+    failed = any(line.startswith("FAIL") for line in problems)
+    if args.nodes and not failed:
+        report = distributed_check(p, args.nodes, Path(args.root) / "_checks")
+        ok = report["world_size"] == args.nodes * max(1, p.gpus_per_node) and \
+            report["all_reduce_sum"] == report["expected_sum"]
+        hosts = ", ".join(f"rank {r['rank']}: {r['host']} {r['address']}" for r in report["ranks"])
+        print(f"{'OK  ' if ok else 'FAIL'} {report['backend']} all_reduce across {report['world_size']} ranks "
+              f"(sum {report['all_reduce_sum']:g}, expected {report['expected_sum']:g}); {hosts}")
+        failed = not ok
+    return 1 if failed else 0
 
 
 def _version() -> str:
@@ -237,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("profiles", cmd_profiles, "list, show or check cluster profiles")
     p.add_argument("action", choices=["list", "show", "check"])
     p.add_argument("name", nargs="?")
+    p.add_argument("--nodes", type=int, default=0,
+                   help="check: also run a torch.distributed all_reduce across this many nodes")
+    p.add_argument("--root", default="./runs", help="check: where the check job's files go")
     try:
         from launcher import eval_commands
     except ImportError:

@@ -5,8 +5,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import json
+import time
+from datetime import datetime
+
 from launcher import slurm
 from launcher.profile import Profile
+from launcher.render import render_check_script
+from launcher.rundir import RunDir, atomic_write_text
 
 
 def _sinfo(fmt: str) -> list[str]:
@@ -53,3 +59,23 @@ def check(profile: Profile) -> list[str]:
         except slurm.SlurmError as exc:
             lines.append(f"FAIL sbatch --test-only: {exc}")
     return lines
+
+
+def distributed_check(profile: Profile, nodes: int, root: Path, timeout_s: float = 300) -> dict:
+    """Submit jobs.dist_check on `nodes` nodes and return its report (raises on failure)."""
+    run = RunDir(root / f"check-{profile.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+    run.logs_dir.mkdir(parents=True, exist_ok=True)
+    report = run.root / "dist_check.json"
+    job, text = render_check_script(profile, run, nodes, str(report))
+    script = run.script(job.name)
+    atomic_write_text(script, text)
+    job_id = slurm.sbatch(script)
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if report.is_file():
+            return {"job_id": job_id, "run_dir": str(run.root), **json.loads(report.read_text())}
+        if not slurm.squeue([job_id]):
+            break
+        time.sleep(1)
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in run.logs_dir.glob("*.out"))
+    raise slurm.SlurmError(f"distributed check job {job_id} produced no report; log tail:\n{logs}")

@@ -21,7 +21,7 @@ from typing import Any
 from submitit.slurm.slurm import _make_sbatch_string
 
 from jobs.context import REQUEUE_EXIT_CODE
-from launcher.plan import Plan, PlannedJob
+from launcher.plan import Plan, PlannedJob, ResolvedResources
 from launcher.profile import Profile
 from launcher.recipe import Recipe
 from launcher.rundir import RunDir
@@ -80,10 +80,10 @@ def sbatch_parameters(job: PlannedJob, profile: Profile, run: RunDir, count: int
     return {k: v for k, v in params.items() if v is not None or k == "wckey"}
 
 
-def _exports(recipe: Recipe, profile: Profile, run: RunDir) -> list[str]:
+def _exports(recipe_env: dict[str, str], profile: Profile, run: RunDir) -> list[str]:
     lines = [f"module load {shlex.quote(m)}" for m in profile.modules]
     lines += list(profile.setup)
-    env = {**profile.env, **recipe.env}
+    env = {**profile.env, **recipe_env}
     lines += [f"export {k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
     lines += [
         f"export MFTLAUNCH_RUN_DIR={shlex.quote(str(run.root))}",
@@ -96,9 +96,12 @@ def _exports(recipe: Recipe, profile: Profile, run: RunDir) -> list[str]:
     return lines
 
 
-def _task_command(job: PlannedJob, profile: Profile, run: RunDir) -> str:
-    python = profile.python or sys.executable
-    entry = [python, "-u", "-m", "jobs.run", job.stage, str(run.root)]
+def stage_entry(job: PlannedJob, profile: Profile, run: RunDir) -> list[str]:
+    """The module every task of a stage job runs; the array index is appended by the script."""
+    return [profile.python or sys.executable, "-u", "-m", "jobs.run", job.stage, str(run.root)]
+
+
+def _task_command(job: PlannedJob, profile: Profile, entry: list[str]) -> str:
     srun = ["srun", "--kill-on-bad-exit=1", "--unbuffered"]
     if job.resources.cpus_per_task:
         srun.append(f"--cpus-per-task={job.resources.cpus_per_task}")
@@ -112,10 +115,10 @@ def _task_command(job: PlannedJob, profile: Profile, run: RunDir) -> str:
     if container.type == "apptainer":
         binds = [a for m in container.mounts for a in ("--bind", m)]
         entry = ["apptainer", "exec", "--nv", *binds, *container.extra_args, container.image, *entry]
-    return " ".join(shlex.quote(a) for a in srun + entry) + ' "$index"'
+    return " ".join(shlex.quote(a) for a in srun + entry)
 
 
-def _body(job: PlannedJob, profile: Profile, run: RunDir, offset: int) -> str:
+def _body(job: PlannedJob, task_command: str, offset: int) -> str:
     cap = job.resources.max_restarts
     return "\n".join(
         [
@@ -123,7 +126,7 @@ def _body(job: PlannedJob, profile: Profile, run: RunDir, offset: int) -> str:
             "# pass USR2 on to the ranks: they save at the next safe point and exit "
             f"{REQUEUE_EXIT_CODE}",
             "trap 'kill -USR2 \"$step\" 2>/dev/null' USR2",
-            _task_command(job, profile, run) + " &",
+            task_command + " &",
             "step=$!",
             "while :; do wait \"$step\"; rc=$?; kill -0 \"$step\" 2>/dev/null || break; done",
             f"if [ \"$rc\" -eq {REQUEUE_EXIT_CODE} ]; then",
@@ -142,11 +145,17 @@ def _body(job: PlannedJob, profile: Profile, run: RunDir, offset: int) -> str:
 
 def render_script(job: PlannedJob, recipe: Recipe, profile: Profile, run: RunDir, chunk: int = 0) -> str:
     offset, count = job.chunks[chunk]
+    command = _task_command(job, profile, stage_entry(job, profile, run)) + ' "$index"'
+    return _render(job, recipe_env=recipe.env, profile=profile, run=run, command=command, offset=offset, count=count)
+
+
+def _render(job: PlannedJob, *, recipe_env: dict[str, str], profile: Profile, run: RunDir, command: str,
+            offset: int, count: int) -> str:
     params = sbatch_parameters(job, profile, run, count)
     text = _make_sbatch_string(
-        command=_body(job, profile, run, offset),
+        command=_body(job, command, offset),
         folder=str(run.logs_dir),
-        setup=_exports(recipe, profile, run),
+        setup=_exports(recipe_env, profile, run),
         **params,
     )
     # submitit marks its own executor in the environment; these scripts do not run submitit's loader
@@ -160,3 +169,23 @@ def render_all(plan: Plan, recipe: Recipe, profile: Profile, run: RunDir) -> dic
         for chunk in range(len(job.chunks)):
             out[run.script(job.name, chunk).name] = render_script(job, recipe, profile, run, chunk)
     return out
+
+
+def render_check_script(profile: Profile, run: RunDir, nodes: int, report: str) -> tuple[PlannedJob, str]:
+    """A job of `nodes` nodes (one task per GPU, or per node) running jobs.dist_check."""
+    tasks = max(1, profile.gpus_per_node)
+    job = PlannedJob(
+        stage="check",
+        name=f"mft.check.{profile.name}",
+        items=[{"key": "check"}],
+        resources=ResolvedResources(
+            partition=profile.partitions.gpu if profile.gpus_per_node else profile.partitions.cpu,
+            nodes=nodes, tasks_per_node=tasks, gpus_per_node=profile.gpus_per_node, cpus_per_task=None,
+            mem_gb=None, time_minutes=10, max_restarts=0,
+        ),
+        chunks=[(0, 1)],
+    )
+    entry = [profile.python or sys.executable, "-u", "-m", "jobs.dist_check", report, *profile.secret_env]
+    text = _render(job, recipe_env={}, profile=profile, run=run, command=_task_command(job, profile, entry),
+                   offset=0, count=1)
+    return job, text

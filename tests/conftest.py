@@ -21,3 +21,25 @@ def data_dir() -> Path:
     if not DATA_DIR.is_dir():
         pytest.fail(f"benchmark data not found at {DATA_DIR}: set MFTLAUNCH_DATA_DIR")
     return DATA_DIR
+
+
+@pytest.fixture
+def slurm(monkeypatch: pytest.MonkeyPatch):
+    """The real local Slurm cluster, with this process's environment pointed at it.
+
+    Skips when the cluster is down, unless MFTLAUNCH_REQUIRE_SLURM=1 (CI), where it fails."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "tests" / "cluster"))
+    import slurm_env
+
+    if not slurm_env.cluster_is_up():
+        message = "the test Slurm cluster is not up: bash tests/cluster/cluster.sh up"
+        if os.environ.get("MFTLAUNCH_REQUIRE_SLURM") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    for key, value in slurm_env.cluster_env().items():
+        monkeypatch.setenv(key, value)
+    for key in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "SLURM_CONF"]:
+        monkeypatch.delenv(key)
+    return slurm_env
