@@ -124,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("MFTLAUNCH_LOCAL_JOB_ID", "")
     if main_rank:
         _write_state(run, args.stage, args.index, state="RUNNING", host=socket.gethostname(), job_id=job_id,
-                     restarts=ctx.restart_count, started=time.time(), world_size=ctx.dist.world_size)
+                     restarts=ctx.restart_count, started=time.time(), world_size=ctx.dist.world_size,
+                     master_port=ctx.dist.master_port)
         print(f"mftlaunch: {args.stage}[{args.index}] ({ctx.item['key']}) on {socket.gethostname()} "
               f"rank {ctx.dist.rank}/{ctx.dist.world_size}, attempt {ctx.restart_count + 1}", flush=True)
     try:

@@ -112,10 +112,14 @@ def print_table(run: RunDir, rows: list[ElementStatus], warnings: list[str], con
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: wide enough for one line per element
+            console = Console(width=200)
     table = Table(title=str(run.root), show_lines=False)
-    for col in ("stage", "idx", "item", "job id", "state", "node", "elapsed", "restarts", "done", "note"):
-        table.add_column(col)
+    for col in ("stage", "idx", "item", "job id", "state", "node", "elapsed", "restarts", "done"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=70)
     colours = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "red", "TIMEOUT": "red", "RUNNING": "cyan"}
     for r in rows:
         state = f"[{colours.get(r.state, 'yellow')}]{r.state}[/]"
