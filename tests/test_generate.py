@@ -1,0 +1,329 @@
+"""Generation mechanics on CPU with the built-in tiny model (random weights: the text is noise,
+but greedy decoding is deterministic, which is all these tests need)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from jobs import generate as gen  # noqa: E402
+from jobs.benchmarks import prompts as pr  # noqa: E402
+from jobs.context import RequeueRequested, StageContext  # noqa: E402
+from jobs.distributed import DistEnv  # noqa: E402
+from launcher.recipe import Recipe  # noqa: E402
+from launcher.rundir import RunDir, read_json  # noqa: E402
+
+PROMPTS = [
+    "x",
+    "def add(a, b):\n",
+    "import math\nfrom typing import List\n\ndef max_subarray(nums: List[int]) -> int:\n    best =",
+    "class Solution {\n    public boolean hasCloseElements(List<Double> numbers, double threshold) {\n",
+    "<|im_start|>user\nWrite a function<|im_end|>\n<|im_start|>assistant\n",
+    "fn main() {\n    let v: Vec<i32> = vec![3, 1, 2];\n    let mut sorted = v.clone();\n    sorted.sort();\n"
+    "    println!(\"{:?}\", sorted);\n}\n\nfn count_chars(s: &str) -> HashMap<char, usize> {\n",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MFTLAUNCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        from jobs.tiny_model import resolve_model_path
+
+        return resolve_model_path("builtin:tiny-llama")
+
+
+@pytest.fixture(scope="module")
+def engine(model_dir) -> gen.HFEngine:
+    return gen.HFEngine.load(model_dir, dtype="bf16", device="cpu", eos_strings=["<|im_end|>"])
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """Synthetic benchmark files with the real layout and sizes (the pinned data is not needed)."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "humanevalpack").mkdir()
+    (root / "mbpp").mkdir()
+    with open(root / "humanevalpack" / "python.jsonl", "w") as handle:
+        for i in range(164):
+            doc = " ".join(["return the sum of the numbers"] * (1 + i % 5))
+            handle.write(json.dumps({
+                "task_id": f"Python/{i}", "entry_point": f"f{i}",
+                "prompt": f"def f{i}(numbers):\n    \"\"\"{doc}\"\"\"\n",
+                "declaration": f"def f{i}(numbers):\n", "buggy_solution": "    return 0\n",
+                "canonical_solution": "    return sum(numbers)\n", "test": f"assert f{i}([1]) == 1\n",
+                "instruction": f"Write a Python function f{i}(numbers) to {doc}.",
+            }) + "\n")
+    with open(root / "mbpp" / "mbpp.jsonl", "w") as handle:
+        for task_id in range(11, 511):
+            handle.write(json.dumps({
+                "task_id": task_id, "text": "Write a function to add numbers." + " Carefully." * (3 * (task_id % 4)),
+                "test_list": [f"assert add_{task_id}(1, 2) == 3"], "code": "", "test_setup_code": "",
+                "challenge_test_list": [],
+            }) + "\n")
+    return root
+
+
+def rows_for(engine, prompts, budget):
+    return [gen.Row(i, 0, engine.encode(p), budget) for i, p in enumerate(prompts)]
+
+
+# ---------------------------------------------------------------------------------------------
+# mechanics
+
+
+def test_cpu_runs_fp32_whatever_the_recipe_says(engine):
+    assert next(engine.model.parameters()).dtype == torch.float32
+    assert engine.tokenizer.padding_side == "left"
+    assert engine.eos_ids == [0, 2]  # <|endoftext|> and the recipe eos <|im_end|> (one token each)
+
+
+def test_batched_greedy_equals_one_at_a_time(engine):
+    settings = gen.DecodeSettings(max_new_tokens=24)
+    rows = rows_for(engine, PROMPTS, 24)
+    assert len({len(r.prompt_ids) for r in rows}) == len(rows), "prompts must differ in length"
+    alone = [engine.generate([row], None, settings)[0] for row in rows]
+    batched = engine.generate(gen.sort_rows(rows), None, settings)
+    by_problem = {row.problem: res for row, res in zip(gen.sort_rows(rows), batched)}
+    for row, single in zip(rows, alone):
+        assert by_problem[row.problem] == single, f"prompt {row.problem} differs when batched"
+    assert all(r.new_tokens == 24 for r in alone)
+
+
+def test_the_equality_test_can_fail(engine):
+    """Without the attention mask the padded rows change: the model is context-sensitive enough
+    for the batched == single test above to catch a padding bug."""
+    rows = rows_for(engine, PROMPTS, 16)
+    width = max(len(r.prompt_ids) for r in rows)
+    ids = torch.tensor([[engine.pad_id] * (width - len(r.prompt_ids)) + r.prompt_ids for r in rows])
+    out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
+                                do_sample=False, pad_token_id=engine.pad_id, eos_token_id=engine.eos_ids)
+    broken = [engine.tokenizer.decode(o[width:]) for o in out]
+    right = [engine.generate([r], None, gen.DecodeSettings(max_new_tokens=16))[0].completion for r in rows]
+    assert any(b != r for b, r in zip(broken, right))
+
+
+def test_stop_sequence_cuts_its_row_only(engine):
+    settings = gen.DecodeSettings(max_new_tokens=40)
+    rows = rows_for(engine, PROMPTS[:4], 40)
+    free = engine.generate(rows, None, settings)
+    text = free[1].completion
+    stop = next(text[i:i + 3] for i in range(8, len(text) - 3) if text[i:i + 3].strip() and text[i:i + 3] not in text[:i + 2])
+    stopped = engine.generate(rows, lambda t: stop in t, settings)
+    assert stopped[1].finish == "stop"
+    assert stop in stopped[1].completion and stopped[1].new_tokens < 40
+    assert text.startswith(stopped[1].completion)
+    # it stopped at the first token that completed the stop string, not later
+    shorter = engine.generate([gen.Row(1, 0, rows[1].prompt_ids, stopped[1].new_tokens - 1)], None, settings)[0]
+    assert stop not in shorter.completion
+    for other, before in zip(stopped, free):
+        if stop not in before.completion:
+            assert other == before
+
+
+def test_rows_end_at_their_own_budget(engine):
+    rows = [gen.Row(0, 0, engine.encode(PROMPTS[1]), 5), gen.Row(1, 0, engine.encode(PROMPTS[2]), 11)]
+    out = engine.generate(rows, None, gen.DecodeSettings())
+    assert [r.new_tokens for r in out] == [5, 11]
+    assert [r.finish for r in out] == ["length", "length"]
+
+
+def test_token_budget_rule():
+    s = gen.DecodeSettings(max_length=100)
+    assert gen.token_budget(30, s, None) == 70  # max_length counts prompt + generation
+    assert gen.token_budget(30, s, 64) == 34  # capped by the model's positions
+    assert gen.token_budget(120, s, None) <= 0  # no room: reported, not sent
+    assert gen.token_budget(30, gen.DecodeSettings(max_length=100, max_new_tokens=200), None) == 200
+    with pytest.raises(ValueError):
+        gen.DecodeSettings(greedy=True, n_samples=2)
+
+
+# ---------------------------------------------------------------------------------------------
+# the stage
+
+
+def _standalone(model_dir, data_dir, out, **kw):
+    kw.setdefault("max_new_tokens", 16)
+    kw.setdefault("batch_size", 3)
+    return gen.generate_standalone(str(model_dir), kw.pop("benchmarks", "humaneval"), out, data_dir=str(data_dir),
+                                   model_name="tiny", dtype="fp32", device="cpu", **kw)
+
+
+def test_output_files_names_and_shape(model_dir, data_dir, tmp_path):
+    counts = _standalone(model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=5, n_samples=2, greedy=False,
+                         temperature=0.8)
+    assert counts["mbpp"]["problems"] == 5 and counts["mbpp"]["samples"] == 10
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["generations_mbpp_tiny.json", "generations_mbpp_tiny.raw.json"]
+    programs = read_json(tmp_path / "generations_mbpp_tiny.json")
+    assert isinstance(programs, list) and len(programs) == 5
+    assert all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in programs)
+    # the program is the task prompt + the cleaned completion (jobs.benchmarks.postprocess)
+    assert all(p.startswith('"""\nWrite a function to add numbers.') for sample in programs for p in sample)
+    raw = read_json(tmp_path / "generations_mbpp_tiny.raw.json")
+    assert [p["index"] for p in raw["problems"]] == [0, 1, 2, 3, 4]
+    first = raw["problems"][0]
+    assert first["prompt"].startswith("<|im_start|>system") and first["prompt_tokens"] > 10
+    assert len(first["completions"]) == len(first["new_tokens"]) == len(first["finish"]) == 2
+
+
+def test_eos_strings_stop_generation_and_are_cut_again(model_dir, data_dir, tmp_path):
+    _standalone(model_dir, data_dir, tmp_path / "free", limit=3, max_new_tokens=40)
+    free = read_json(tmp_path / "free" / "generations_humaneval_tiny.raw.json")["problems"][0]["completions"][0]
+    marker = next(free[i:i + 4] for i in range(10, len(free) - 4) if "\n" not in free[i:i + 4] and free[i:i + 4].strip())
+    _standalone(model_dir, data_dir, tmp_path / "cut", limit=3, max_new_tokens=40, prompt_format="custom",
+                suffix="", eos=[marker])
+    raw = read_json(tmp_path / "cut" / "generations_humaneval_tiny.raw.json")["problems"][0]
+    programs = read_json(tmp_path / "cut" / "generations_humaneval_tiny.json")
+    assert raw["finish"][0] in ("stop", "eos") and raw["new_tokens"][0] < 40
+    assert marker in raw["completions"][0]
+    assert marker not in programs[0][0][len(raw["prompt"]) - 1:]
+
+
+def test_prompt_too_long_is_reported_not_crashed(model_dir, data_dir, tmp_path):
+    _standalone(model_dir, data_dir, tmp_path / "probe", benchmarks=["mbpp"], limit=4, max_new_tokens=1)
+    sizes = sorted(p["prompt_tokens"] for p in read_json(tmp_path / "probe" / "generations_mbpp_tiny.raw.json")["problems"])
+    limit = sizes[1] + 2  # two prompts fit (with room for 1-2 tokens), two do not
+    assert sizes[2] >= limit
+    counts = _standalone(model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=4, max_new_tokens=None,
+                         max_length=limit)
+    raw = read_json(tmp_path / "generations_mbpp_tiny.raw.json")["problems"]
+    long_rows = [p for p in raw if p["prompt_tokens"] >= limit]
+    assert len(long_rows) == 2 and counts["mbpp"]["prompt_too_long"] == 2
+    assert all(p["finish"] == ["prompt_too_long"] and p["completions"] == [""] for p in long_rows)
+    for p in raw:
+        if p["prompt_tokens"] < limit:
+            assert 0 < p["new_tokens"][0] <= limit - p["prompt_tokens"]
+    assert len(read_json(tmp_path / "generations_mbpp_tiny.json")) == 4
+
+
+class CountingEngine:
+    """Wraps an engine and records which rows it was asked to generate."""
+
+    def __init__(self, inner):
+        self.inner, self.seen = inner, []
+        self.tokenizer, self.eos_ids, self.model_max, self.name = inner.tokenizer, inner.eos_ids, inner.model_max, "hf"
+        self.device = inner.device
+
+    def encode(self, prompt):
+        return self.inner.encode(prompt)
+
+    def generate(self, rows, finished, settings):
+        self.seen.extend(r.key for r in rows)
+        return self.inner.generate(rows, finished, settings)
+
+
+def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):
+    from jobs.benchmarks.data import load_benchmark
+
+    problems = load_benchmark("humaneval", data_dir, 7).problems
+    fmt = pr.PromptFormat("competition")
+    settings = gen.DecodeSettings(max_new_tokens=12, batch_size=3)
+    args = dict(benchmark="humaneval", problems=problems, indices=list(range(7)), fmt=fmt, settings=settings,
+                model_name="tiny", model_id="tiny", log=lambda _m: None)
+
+    first = CountingEngine(engine)
+    with pytest.raises(RequeueRequested):
+        gen.generate_benchmark(first, out_dir=tmp_path / "a", should_stop=lambda: True, **args)
+    partial = tmp_path / "a" / gen.partial_filename("humaneval", "tiny")
+    assert len(read_json(partial)["rows"]) == 3 and len(first.seen) == 3
+    assert not (tmp_path / "a" / gen.generations_filename("humaneval", "tiny")).exists()
+
+    second = CountingEngine(engine)
+    counts = gen.generate_benchmark(second, out_dir=tmp_path / "a", **args)
+    assert counts["problems"] == 7
+    assert sorted(second.seen) == sorted(set(f"{i}:0" for i in range(7)) - set(first.seen))
+    assert not partial.exists()
+
+    straight = CountingEngine(engine)
+    gen.generate_benchmark(straight, out_dir=tmp_path / "b", **args)
+    name = gen.generations_filename("humaneval", "tiny")
+    assert read_json(tmp_path / "a" / name) == read_json(tmp_path / "b" / name)
+
+    # a finished element run again generates nothing
+    third = CountingEngine(engine)
+    gen.generate_benchmark(third, out_dir=tmp_path / "a", **args)
+    assert third.seen == []
+
+
+def test_changed_settings_discard_partial_progress(engine, data_dir, tmp_path):
+    from jobs.benchmarks.data import load_benchmark
+
+    problems = load_benchmark("humaneval", data_dir, 4).problems
+    base = dict(benchmark="humaneval", problems=problems, indices=list(range(4)), fmt=pr.PromptFormat("competition"),
+                model_name="tiny", model_id="tiny", out_dir=tmp_path, log=lambda _m: None)
+    with pytest.raises(RequeueRequested):
+        gen.generate_benchmark(engine, settings=gen.DecodeSettings(max_new_tokens=8, batch_size=2),
+                               should_stop=lambda: True, **base)
+    again = CountingEngine(engine)
+    gen.generate_benchmark(again, settings=gen.DecodeSettings(max_new_tokens=9, batch_size=2), **base)
+    assert len(again.seen) == 4
+
+
+def _ctx(tmp_path, data_dir, model_dir, item, limit=7) -> StageContext:
+    recipe = Recipe.model_validate({
+        "name": "t", "limit": limit,
+        "model": {"path": str(model_dir), "model_name": "tiny", "dtype": "fp32"},
+        "stages": {"generate": {"benchmarks": ["humaneval"], "max_new_tokens": 10, "batch_size": 4,
+                                "shards": {"humaneval": 3}}},
+    })
+    dist = DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, node_rank=0, master_addr="127.0.0.1",
+                   master_port=29999, job_id="1")
+    return StageContext(run=RunDir(tmp_path / "run"), recipe=recipe, plan={"data_dir": str(data_dir)},
+                        stage="generate", index=item.get("shard", 0), item=item, dist=dist)
+
+
+def test_shards_cover_every_problem_exactly_once(model_dir, data_dir, tmp_path):
+    seen: list[int] = []
+    programs: list = []
+    for shard in range(3):
+        item = {"key": f"humaneval-s{shard}of3", "benchmark": "humaneval", "shard": shard, "num_shards": 3}
+        ctx = _ctx(tmp_path, data_dir, model_dir, item)
+        counts = gen.run(ctx)
+        assert counts["shard"] == shard and counts["num_shards"] == 3
+        out = ctx.run.generate_dir(item["key"])
+        raw = read_json(out / "generations_humaneval_tiny.raw.json")
+        seen.extend(p["index"] for p in raw["problems"])
+        programs.extend(read_json(out / "generations_humaneval_tiny.json"))
+    assert sorted(seen) == seen == list(range(7))  # contiguous slices, in order, each problem once
+    whole = _ctx(tmp_path / "whole", data_dir, model_dir, {"key": "humaneval", "benchmark": "humaneval"})
+    gen.run(whole)
+    assert programs == read_json(whole.run.generate_dir("humaneval") / "generations_humaneval_tiny.json")
+
+
+def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
+    item = {"key": "humaneval", "benchmark": "humaneval", "shard": 0, "num_shards": 1}
+    ctx = _ctx(tmp_path, data_dir, model_dir, item)
+    ctx.stop.requested = True
+    with pytest.raises(RequeueRequested):
+        gen.run(ctx)
+    partial = ctx.run.generate_dir("humaneval") / gen.partial_filename("humaneval", "tiny")
+    assert len(read_json(partial)["rows"]) == 4  # one batch saved
+    ctx.stop.requested = False
+    assert gen.run(ctx)["problems"] == 7
+
+
+def test_model_choice_prefers_override_then_merged(model_dir, tmp_path):
+    recipe = Recipe.model_validate({
+        "name": "t", "model": {"path": "builtin:tiny-llama", "model_name": "tiny"},
+        "stages": {"generate": {"benchmarks": ["humaneval"]}},
+    })
+    run = RunDir(tmp_path)
+    model, tok = gen.pick_model(recipe, run)
+    assert model.name.startswith("tiny-llama-") and tok == model
+    recipe.stages.generate.model_path = str(model_dir)
+    assert gen.pick_model(recipe, run)[0] == model_dir
+
+
+def test_vllm_backend_explains_when_missing(model_dir):
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="vllm"):
+            gen.VLLMEngine(model_dir, None, "fp32", [])
+    else:  # pragma: no cover
+        pytest.skip("vllm is installed")
