@@ -1,0 +1,151 @@
+"""Public API: :func:`execute` and :func:`execute_many`."""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from . import toolchain
+from .backends import Backend, get_backend
+from .limits import Limits, default_limits
+from .process import StepResult, run_step
+from .result import ExecResult
+from .runners import get_runner
+from .runners.base import Context, Step, text
+
+TAIL_CHARS = 4000
+
+
+def _tail(s: str, n: int = TAIL_CHARS) -> str:
+    return s[-n:]
+
+
+def _make_scratch() -> tuple[str, str, str]:
+    root = tempfile.mkdtemp(prefix="mftsbx-", dir=toolchain.scratch_parent())
+    work = os.path.join(root, "work")
+    shm = os.path.join(root, "shm")
+    os.mkdir(work, 0o700)
+    os.mkdir(shm, 0o700)
+    ids = toolchain.sandbox_ids()
+    if ids:
+        for p in (root, work, shm):
+            os.chown(p, *ids)
+    return root, work, shm
+
+
+def _rmtree(path: str) -> None:
+    def fix(func, p, exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=fix)
+
+
+def _run(backend: Backend, step: Step, scratch_root: str, work: str, shm: str, marker: str) -> StepResult:
+    argv = backend.wrap(step.argv, scratch=work, shm=shm, env=step.env, limits=step.limits,
+                        mounts=step.mounts)
+    ids = backend.run_as()
+    return run_step(argv, cwd=work, limits=step.limits, stdin_data=step.stdin,
+                    env=backend.host_env(), scratch=scratch_root,
+                    marker=marker.encode() if step.watch_marker else None,
+                    user=ids[0] if ids else None, group=ids[1] if ids else None)
+
+
+def execute(language: str, program: str, *, limits: Limits | None = None, backend: str | Backend = "auto",
+            timeout: float | None = None, compile_limits: Limits | None = None) -> ExecResult:
+    """Compile (if needed) and run one FULL test program (solution + tests) in the sandbox.
+
+    language:        python | js | java | cpp | go | rust (aliases: javascript, c++, ...)
+    program:         the complete program text, as assembled by ``jobs.benchmarks.assembly``
+    limits:          limits of the run step (default: per-language, see eval_sandbox.limits)
+    backend:         "auto" (bubblewrap if it works, else apptainer if configured), "bubblewrap",
+                     "apptainer", "none" (no isolation; explicit opt-in), or a Backend instance
+    timeout:         wall-clock seconds of the run step (overrides ``limits.wall_timeout_s``)
+    compile_limits:  limits of the compile step (default: per-language)
+
+    Never raises for anything the program does; raises ``SandboxUnavailable`` / ``ValueError``
+    for a missing backend or an unknown language.
+    """
+    runner = get_runner(language)
+    lang = runner.language
+    be = get_backend(backend) if isinstance(backend, str) else backend
+    run_limits = limits or default_limits(lang, "run")
+    if timeout is not None:
+        run_limits = run_limits.replace(wall_timeout_s=float(timeout))
+    c_limits = compile_limits or default_limits(lang, "compile")
+    marker = "MFT-SANDBOX-OK-" + secrets.token_hex(16)
+    token = secrets.token_hex(6)
+    start = time.monotonic()
+    root, work, shm = _make_scratch()
+
+    def result(status, res: StepResult | None, phase, detail="", stdout=None, stderr=None):
+        out = stdout if stdout is not None else (text(res.stdout) if res else "")
+        err = stderr if stderr is not None else (text(res.stderr) if res else "")
+        return ExecResult(status=status, passed=status == "passed",
+                          returncode=res.returncode if res else None,
+                          stdout_tail=_tail(out), stderr_tail=_tail(err),
+                          duration_s=round(time.monotonic() - start, 4), language=lang,
+                          backend=be.name, phase=phase, detail=detail)
+
+    try:
+        ctx = Context(scratch=work, cwd=be.cwd_in_sandbox(work), marker=marker, token=token,
+                      compile_limits=c_limits, run_limits=run_limits)
+        compile_step, run_step_ = runner.build(program, ctx)
+        if compile_step is not None:
+            res = _run(be, compile_step, root, work, shm, marker)
+            if res.killed_reason:
+                return result("killed", res, "compile", res.killed_reason)
+            if res.timed_out or res.signal == signal.SIGXCPU:
+                return result("timeout", res, "compile", "compile step timed out")
+            if res.returncode != 0:
+                v = runner.classify_compile(res)
+                return result(v.status, res, "compile", v.detail)
+        res = _run(be, run_step_, root, work, shm, marker)
+        stdout = text(res.stdout)
+        # The marker line is ours: do not hand it back as program output.
+        clean_stdout = stdout.replace("\n" + marker + "\n", "", 1)
+        stderr = text(res.stderr)
+        if res.killed_reason:
+            return result("killed", res, "run", res.killed_reason, clean_stdout)
+        if res.timed_out:
+            return result("timeout", res, "run", f"wall clock limit {run_limits.wall_timeout_s}s", clean_stdout)
+        if res.signal == signal.SIGXCPU:
+            return result("timeout", res, "run", f"CPU time limit {run_limits.cpu_seconds}s", clean_stdout)
+        if res.marker_found and res.returncode == 0:
+            v = runner.accept(clean_stdout, stderr)
+        else:
+            v = runner.classify_run(res, clean_stdout, stderr)
+        return result(v.status, res, "run", v.detail, clean_stdout)
+    finally:
+        _rmtree(root)
+
+
+def execute_many(jobs: list[tuple[str, str]], workers: int = 1, **kw) -> list[ExecResult]:
+    """Run ``(language, program)`` jobs on ``workers`` threads (each job is its own sandboxed
+    process tree); results come back in the order of ``jobs``. ``kw`` goes to :func:`execute`.
+    An unexpected internal error in one job is reported as status ``killed`` for that job."""
+    backend = kw.pop("backend", "auto")
+    be = get_backend(backend) if isinstance(backend, str) else backend
+
+    def one(job):
+        lang, prog = job
+        t0 = time.monotonic()
+        try:
+            return execute(lang, prog, backend=be, **kw)
+        except Exception as e:  # noqa: BLE001
+            return ExecResult(status="killed", passed=False, returncode=None, stdout_tail="",
+                              stderr_tail="", duration_s=time.monotonic() - t0, language=lang,
+                              backend=be.name, phase="", detail=f"internal error: {e!r}")
+
+    if workers <= 1:
+        return [one(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(one, jobs))

@@ -1,0 +1,60 @@
+"""C++: ``g++ -std=c++17 test.cpp mft_harness.o -Wl,--wrap=main -lcrypto -lssl``, then run.
+
+Hardening of the verdict (the program text precedes the tests in the same file):
+* every ``assert(`` outside preprocessor lines is renamed to a per-run random macro that
+  calls the harness' ``mft_sandbox_assert_fail`` through a pointer taken *before* the
+  program's text, so ``#define assert``, ``NDEBUG`` or an own ``__assert_fail`` cannot
+  silence the tests;
+* ``--wrap=main`` routes the C runtime through the harness, which prints the marker only
+  when the test's ``main`` returned 0 (``exit(0)`` inside the solution scores failed).
+"""
+from __future__ import annotations
+
+import re
+import shutil
+
+from .. import toolchain
+from .base import Context, Runner, Step, Verdict, base_env, write
+
+_ASSERT = re.compile(r"(?<![\w.>:$])assert(\s*\()")
+
+
+def harden_asserts(program: str, token: str) -> str:
+    macro = f"MFT_ASSERT_{token}"
+    out = []
+    in_directive = False
+    for line in program.split("\n"):
+        directive = in_directive or line.lstrip().startswith("#")
+        in_directive = directive and line.rstrip().endswith("\\")
+        out.append(line if directive else _ASSERT.sub(macro + r"\1", line))
+    head = (
+        'extern "C" void mft_sandbox_assert_fail(const char*, const char*, int);\n'
+        f"static void (*const MFT_FAIL_{token})(const char*, const char*, int) = &mft_sandbox_assert_fail;\n"
+        f"#define {macro}(e) (static_cast<bool>(e) ? void(0) : MFT_FAIL_{token}(#e, __FILE__, __LINE__))\n"
+        '#line 1 "test.cpp"\n'
+    )
+    return head + "\n".join(out)
+
+
+class CppRunner(Runner):
+    language = "cpp"
+
+    def build(self, program, ctx: Context):
+        write(ctx, "test.cpp", harden_asserts(program, ctx.token))
+        obj = toolchain.harness_object()
+        with open(obj, "rb") as f:
+            write(ctx, "mft_harness.o", f.read())
+        env = base_env(ctx)
+        gxx = shutil.which("g++", path=toolchain.SANDBOX_PATH) or "g++"
+        compile_ = [gxx, "-std=c++17", "-o", f"{ctx.cwd}/prog", f"{ctx.cwd}/test.cpp",
+                    f"{ctx.cwd}/mft_harness.o", "-Wl,--wrap=main", "-lcrypto", "-lssl"]
+        run = [f"{ctx.cwd}/prog"]
+        return (Step(compile_, ctx.compile_limits, env),
+                Step(run, ctx.run_limits, env, stdin=(ctx.marker + "\n").encode(), watch_marker=True))
+
+    def classify_run(self, res, stdout, stderr):
+        if "Assertion failed" in stderr or "Assertion `" in stderr:
+            return Verdict("failed", "assertion failed")
+        if res.returncode == 0:
+            return Verdict("failed", "exited before the tests finished (no harness marker)")
+        return Verdict("runtime_error", self.exit_detail(res))

@@ -1,0 +1,30 @@
+"""Python: ``python3 -I -B -c <driver>``; the driver exec()s prog.py with empty globals."""
+from __future__ import annotations
+
+from .. import _support, toolchain
+from .base import Context, Runner, Step, Verdict, base_env, write
+
+
+class PythonRunner(Runner):
+    language = "python"
+
+    def build(self, program, ctx: Context):
+        write(ctx, "prog.py", program)
+        argv = [toolchain.python_exe(), "-I", "-B", "-c", _support.PY_DRIVER]
+        return None, Step(argv, ctx.run_limits, base_env(ctx),
+                          stdin=(ctx.marker + "\n").encode(), watch_marker=True)
+
+    def classify_run(self, res, stdout, stderr):
+        rc = res.returncode
+        if rc == 2:
+            return Verdict("compile_error", "syntax error")
+        if rc == 3:
+            return Verdict("failed", "AssertionError")
+        if rc == 4:
+            return Verdict("failed", "SystemExit raised before the tests finished")
+        if rc == 0:
+            return Verdict("failed", "exited with status 0 before the tests finished (no harness marker)")
+        if rc == 1:
+            last = stderr.strip().splitlines()[-1:] or [""]
+            return Verdict("runtime_error", last[0][:200])
+        return Verdict("runtime_error", self.exit_detail(res))
