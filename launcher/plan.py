@@ -214,7 +214,7 @@ Problem = tuple[tuple, str]
 def _format(problems: list[Problem], source: Optional[YamlSource]) -> list[str]:
     out = []
     for loc, message in problems:
-        dotted = ".".join(str(p) for p in loc).replace(".[", "[")
+        dotted = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
         where = source.where(loc) if source else "<recipe>"
         out.append(f"{where}: {dotted}: {message}")
     return out
