@@ -1,0 +1,469 @@
+"""Evaluate stage: run the generated programs of one benchmark against its tests, in the sandbox.
+
+Per element (one benchmark): read the generations of every shard (docs/CONTRACTS.md), assemble
+each program with the benchmark's tests (`jobs.benchmarks.assembly`), execute them through
+`eval_sandbox.execute_many` with the recipe's `stages.evaluate` settings, and write
+
+- `metrics_<benchmark>_<model>.json` in the reference harness's shape
+  `{"<benchmark>": {"pass@1": x, ...}, "config": {..., "data_sha256": ...}}`;
+- `results_<benchmark>_<model>.jsonl`: one line per sample (passed, status, error class,
+  stderr tail, time), so a failure can be read without re-running anything.
+
+Both are written atomically. Results of finished chunks are kept in a `.partial.jsonl` beside
+them, so a requeued element (USR2 / time budget) resumes instead of starting over.
+
+pass@k is the unbiased estimator of Chen et al. (2021), emitted for k in (1, 10, 100) where every
+problem has at least k samples, as the reference does; greedy runs therefore report pass@1 only.
+No torch here.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from jobs.benchmarks.data import BenchmarkData, language_of, load_benchmark, shard_key, shard_range
+from launcher.rundir import atomic_write_json, atomic_write_text
+
+KS = (1, 10, 100)
+CHUNK_PER_WORKER = 4
+STDERR_TAIL_CHARS = 2000
+
+
+class GenerationsError(Exception):
+    """The generations file(s) are missing or do not match the benchmark's problems."""
+
+
+# ---------------------------------------------------------------------------------------------
+# pass@k
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k for one problem with n samples of which c passed: 1 - C(n-c, k) / C(n, k)."""
+    if not 0 <= c <= n or k < 1 or n < 1:
+        raise ValueError(f"pass@k needs 0 <= c <= n, n >= 1, k >= 1 (n={n}, c={c}, k={k})")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
+
+
+def pass_at_k_summary(counts: Sequence[tuple[int, int]], ks: Sequence[int] = KS) -> dict[str, float]:
+    """Mean pass@k over problems for every k that all problems have enough samples for."""
+    if not counts:
+        return {}
+    min_n = min(n for n, _ in counts)
+    return {
+        f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
+        for k in ks
+        if k <= min_n
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# generations
+
+
+def load_generations(path: Path) -> list[list[str]]:
+    """A generations file: JSON list (per problem) of lists of programs."""
+    if not Path(path).is_file():
+        raise GenerationsError(f"generations file not found: {path}")
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise GenerationsError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(data, list) or not all(
+        isinstance(samples, list) and all(isinstance(s, str) for s in samples) for samples in data
+    ):
+        raise GenerationsError(f"{path}: expected a JSON list of lists of strings (one list per problem)")
+    return data
+
+
+def generations_filename(benchmark: str, model_name: str) -> str:
+    return f"generations_{benchmark}_{model_name}.json"
+
+
+def metrics_filename(benchmark: str, model_name: str) -> str:
+    return f"metrics_{benchmark}_{model_name}.json"
+
+
+def results_filename(benchmark: str, model_name: str) -> str:
+    return f"results_{benchmark}_{model_name}.jsonl"
+
+
+def merge_shards(run: Any, benchmark: str, model_name: str, num_shards: int, num_problems: int) -> tuple[list[list[str]], list[str]]:
+    """Concatenate the generations of every shard of `benchmark` in shard order (each shard holds
+    `shard_range` of the problems). Returns the merged list and the files read."""
+    merged: list[list[str]] = []
+    files: list[str] = []
+    for shard in range(num_shards):
+        path = run.generate_dir(shard_key(benchmark, shard, num_shards)) / generations_filename(benchmark, model_name)
+        part = load_generations(path)
+        want = len(shard_range(num_problems, shard, num_shards))
+        if len(part) != want:
+            raise GenerationsError(
+                f"{path}: holds {len(part)} problems, shard {shard} of {num_shards} of {benchmark} "
+                f"should hold {want}; re-run that generate element"
+            )
+        merged.extend(part)
+        files.append(str(path))
+    return merged, files
+
+
+def fit_generations(generations: list[list[str]], num_problems: int, source: str, limited: bool) -> list[list[str]]:
+    """Match generations to the problems: a limited run may score the first N of a longer file
+    (the reference cuts to n_tasks too); anything else must match exactly."""
+    if len(generations) == num_problems:
+        return generations
+    if len(generations) > num_problems and limited:
+        return generations[:num_problems]
+    hint = " (was it generated with a limit? pass the same --limit)" if len(generations) < num_problems else ""
+    raise GenerationsError(f"{source}: holds {len(generations)} problems, the benchmark has {num_problems}{hint}")
+
+
+# ---------------------------------------------------------------------------------------------
+# execution
+
+
+@dataclass
+class EvalSettings:
+    """How programs are executed: the recipe's `stages.evaluate` or the CLI's flags."""
+
+    sandbox: str = "auto"
+    workers: Optional[int] = None
+    timeout_s: Optional[float] = None
+    apptainer_image: Optional[str] = None
+
+    @classmethod
+    def from_stage(cls, stage: Any) -> "EvalSettings":
+        if stage is None:
+            return cls()
+        return cls(sandbox=stage.sandbox, workers=stage.workers, timeout_s=stage.timeout_s,
+                   apptainer_image=stage.apptainer_image)
+
+    def resolved_workers(self) -> int:
+        return self.workers or default_workers()
+
+
+def default_workers() -> int:
+    """The CPUs of the allocation: SLURM_CPUS_PER_TASK, else every CPU of the machine."""
+    value = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return os.cpu_count() or 1
+
+
+_EXC_NAME = re.compile(r"\b([A-Z][A-Za-z0-9_]*(?:Error|Exception|Exit|Interrupt))\b")
+
+
+def error_class(result: Any) -> Optional[str]:
+    """A short name for why a sample failed: the exception named last in stderr for a test
+    failure or crash (AssertionError, NameError, ...), else the sandbox status."""
+    if result.passed:
+        return None
+    status = getattr(result, "status", "failed")
+    if status in ("failed", "runtime_error"):
+        names = _EXC_NAME.findall(getattr(result, "stderr_tail", "") or "")
+        if names:
+            return names[-1]
+    return status
+
+
+def _program_key(index: int, sample: int, program: str) -> str:
+    digest = hashlib.sha256(program.encode("utf-8")).hexdigest()[:16]
+    return f"{index}:{sample}:{digest}"
+
+
+def _record(index: int, sample: int, task_id: Any, program: str, result: Any) -> dict[str, Any]:
+    return {
+        "index": index,
+        "task_id": task_id,
+        "sample": sample,
+        "passed": bool(result.passed),
+        "status": getattr(result, "status", "passed" if result.passed else "failed"),
+        "error": error_class(result),
+        "stderr_tail": (getattr(result, "stderr_tail", "") or "")[-STDERR_TAIL_CHARS:],
+        "duration_s": round(float(getattr(result, "duration_s", 0.0) or 0.0), 4),
+        "detail": getattr(result, "detail", ""),
+        "key": _program_key(index, sample, program),
+    }
+
+
+def _default_assemble() -> Callable[[str, dict, str], tuple[str, str]]:
+    from jobs.benchmarks import assembly  # written beside the sandbox; imported when needed
+
+    return assembly.assemble
+
+
+def _default_execute_many() -> Callable[..., list]:
+    import eval_sandbox
+
+    return eval_sandbox.execute_many
+
+
+class SandboxError(Exception):
+    """No sandbox backend of the requested kind works here; the message says what to install."""
+
+
+def resolve_backend(settings: EvalSettings) -> Any:
+    """The sandbox backend, resolved once (so a missing bubblewrap fails before any work).
+    The apptainer image travels as MFTLAUNCH_SANDBOX_IMAGE, where eval_sandbox looks for it."""
+    import eval_sandbox
+
+    if settings.apptainer_image:
+        os.environ["MFTLAUNCH_SANDBOX_IMAGE"] = settings.apptainer_image
+    try:
+        return eval_sandbox.get_backend(settings.sandbox)
+    except eval_sandbox.SandboxUnavailable as exc:
+        raise SandboxError(f"sandbox '{settings.sandbox}' is not available: {exc}") from None
+
+
+def _read_partial(path: Optional[Path]) -> dict[str, dict[str, Any]]:
+    done: dict[str, dict[str, Any]] = {}
+    if path is None or not path.is_file():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+            done[rec["key"]] = rec
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut by a kill: that sample runs again
+    return done
+
+
+def execute_generations(
+    benchmark: str,
+    data: BenchmarkData,
+    generations: list[list[str]],
+    settings: EvalSettings,
+    *,
+    partial_path: Optional[Path] = None,
+    should_stop: Callable[[], bool] = lambda: False,
+    assemble: Optional[Callable[[str, dict, str], tuple[str, str]]] = None,
+    execute_many: Optional[Callable[..., list]] = None,
+    log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+) -> list[dict[str, Any]]:
+    """Run every (problem, sample) and return one record per sample, problem-major order.
+
+    Work goes in chunks; after each chunk the records are appended to `partial_path` and
+    `should_stop()` is asked. When it says stop, `StopRequested` is raised (the records so far are
+    kept in the partial file and reused on the next call)."""
+    assemble = assemble or _default_assemble()
+    backend: Any = settings.sandbox
+    if execute_many is None:
+        execute_many = _default_execute_many()
+        backend = resolve_backend(settings)
+    workers = settings.resolved_workers()
+    done = _read_partial(partial_path)
+    todo: list[tuple[int, int, str]] = []
+    for index, samples in enumerate(generations):
+        for sample, program in enumerate(samples):
+            if _program_key(index, sample, program) not in done:
+                todo.append((index, sample, program))
+    total = sum(len(s) for s in generations)
+    if done:
+        log(f"evaluate {benchmark}: resuming, {total - len(todo)} of {total} samples already ran")
+    kwargs: dict[str, Any] = {"backend": backend}
+    if settings.timeout_s is not None:
+        kwargs["timeout"] = settings.timeout_s
+    chunk = max(1, workers * CHUNK_PER_WORKER)
+    started = time.time()
+    for offset in range(0, len(todo), chunk):
+        if should_stop():
+            raise StopRequested(f"stopped with {len(todo) - offset} of {total} samples left")
+        batch = todo[offset: offset + chunk]
+        jobs = [assemble(benchmark, data.problems[i], program) for i, _s, program in batch]
+        results = execute_many(jobs, workers, **kwargs)
+        if len(results) != len(jobs):
+            raise RuntimeError(f"sandbox returned {len(results)} results for {len(jobs)} programs")
+        records = [
+            _record(i, s, data.problems[i].get("task_id"), program, result)
+            for (i, s, program), result in zip(batch, results)
+        ]
+        for rec in records:
+            done[rec["key"]] = rec
+        if partial_path is not None:
+            partial_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(partial_path, "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(rec) + "\n" for rec in records))
+                handle.flush()
+                os.fsync(handle.fileno())
+        ran = offset + len(batch)
+        log(f"evaluate {benchmark}: {ran}/{len(todo)} programs, {time.time() - started:.0f}s")
+    out = []
+    for index, samples in enumerate(generations):
+        for sample, program in enumerate(samples):
+            out.append(done[_program_key(index, sample, program)])
+    return out
+
+
+class StopRequested(Exception):
+    """Execution stopped early on request; the partial results are saved."""
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+
+
+def summarize(records: Sequence[dict[str, Any]], num_problems: int) -> tuple[dict[str, float], dict[str, Any]]:
+    """pass@k metrics and counts from per-sample records."""
+    per_problem: dict[int, list[bool]] = {i: [] for i in range(num_problems)}
+    statuses: dict[str, int] = {}
+    for rec in records:
+        per_problem[rec["index"]].append(bool(rec["passed"]))
+        statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
+    empty = [i for i, outcomes in per_problem.items() if not outcomes]
+    if empty:
+        raise GenerationsError(f"problems without any generated sample: indices {empty[:10]}")
+    counts = [(len(o), sum(o)) for o in per_problem.values()]
+    metrics = pass_at_k_summary(counts)
+    extra = {
+        "num_problems": num_problems,
+        "num_samples": len(records),
+        "n_samples_min": min(n for n, _ in counts),
+        "n_samples_max": max(n for n, _ in counts),
+        "problems_solved": sum(1 for _n, c in counts if c > 0),
+        "samples_passed": sum(c for _n, c in counts),
+        "status_counts": dict(sorted(statuses.items())),
+    }
+    return metrics, extra
+
+
+def write_results(
+    benchmark: str,
+    metrics: dict[str, float],
+    config: dict[str, Any],
+    records: Sequence[dict[str, Any]],
+    metrics_path: Path,
+    results_path: Path,
+) -> dict[str, Any]:
+    """Write the per-sample JSONL, then the metrics file (its presence means: complete)."""
+    atomic_write_text(results_path, "".join(json.dumps(rec, sort_keys=True) + "\n" for rec in records))
+    payload = {benchmark: metrics, "config": config}
+    atomic_write_json(metrics_path, payload)
+    return payload
+
+
+def _base_config(benchmark: str, data: BenchmarkData, settings: EvalSettings, limit: Optional[int]) -> dict[str, Any]:
+    return {
+        "benchmark": benchmark,
+        "language": language_of(benchmark),
+        "data_file": str(data.path),
+        "data_sha256": data.sha256,
+        "limit": limit,
+        "sandbox": settings.sandbox,
+        "workers": settings.resolved_workers(),
+        "timeout_s": settings.timeout_s,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def _evaluate(
+    benchmark: str,
+    data: BenchmarkData,
+    generations: list[list[str]],
+    settings: EvalSettings,
+    config: dict[str, Any],
+    metrics_path: Path,
+    results_path: Path,
+    should_stop: Callable[[], bool] = lambda: False,
+    **hooks: Any,
+) -> dict[str, Any]:
+    partial = results_path.with_name(results_path.name.removesuffix(".jsonl") + ".partial.jsonl")
+    records = execute_generations(benchmark, data, generations, settings, partial_path=partial,
+                                  should_stop=should_stop, **hooks)
+    metrics, extra = summarize(records, len(data))
+    payload = write_results(benchmark, metrics, {**config, **extra}, records, metrics_path, results_path)
+    partial.unlink(missing_ok=True)
+    return payload
+
+
+def evaluate_file(
+    task: str,
+    generations_path: str | Path,
+    out_path: str | Path,
+    data_dir: str | Path | None,
+    sandbox: str = "auto",
+    workers: Optional[int] = None,
+    limit: Optional[int] = None,
+    timeout_s: Optional[float] = None,
+    **hooks: Any,
+) -> dict[str, Any]:
+    """Score one generations file (the CLI's `mftlaunch evaluate`). The per-sample results go
+    beside `out_path`: `results_<task>_<model>.jsonl` for a `metrics_<task>_<model>.json`, else
+    `<out stem>.results.jsonl`. Returns the metrics payload."""
+    out_path = Path(out_path)
+    data = load_benchmark(task, data_dir, limit)
+    generations = fit_generations(load_generations(Path(generations_path)), len(data), str(generations_path),
+                                  limited=limit is not None)
+    settings = EvalSettings(sandbox=sandbox, workers=workers, timeout_s=timeout_s)
+    prefix = f"metrics_{task}_"
+    if out_path.name.startswith(prefix) and out_path.suffix == ".json":
+        model = out_path.name[len(prefix):-len(".json")]
+        results_path = out_path.with_name(results_filename(task, model))
+    else:
+        results_path = out_path.with_name(out_path.stem + ".results.jsonl")
+    config = {**_base_config(task, data, settings, limit), "generations": [str(generations_path)]}
+    return _evaluate(task, data, generations, settings, config, out_path, results_path, **hooks)
+
+
+def _generate_config(recipe: Any) -> dict[str, Any]:
+    """The generation settings that decide the numbers, recorded beside them."""
+    gen = recipe.stages.generate
+    if gen is None:
+        return {}
+    return {
+        "prompt_format": gen.prompt_format,
+        "n_samples": gen.n_samples,
+        "greedy": gen.greedy,
+        "temperature": gen.temperature,
+        "top_p": gen.top_p,
+        "max_length": gen.max_length,
+        "max_new_tokens": gen.max_new_tokens,
+        "batch_size": gen.batch_size,
+        "eos": list(gen.eos),
+        "backend": gen.backend,
+    }
+
+
+def run(ctx: Any) -> dict[str, Any]:
+    """Stage entry (docs/CONTRACTS.md): evaluate the benchmark of plan item `ctx.item`."""
+    from jobs.context import RequeueRequested
+
+    if not ctx.dist.is_main:
+        return {}
+    benchmark = ctx.item["benchmark"]
+    num_shards = int(ctx.item.get("num_shards", 1))
+    recipe = ctx.recipe
+    model_name = recipe.model.model_name
+    data = load_benchmark(benchmark, ctx.data_dir, recipe.limit)
+    generations, files = merge_shards(ctx.run, benchmark, model_name, num_shards, len(data))
+    settings = EvalSettings.from_stage(recipe.stages.evaluate)
+    out_dir = ctx.run.evaluate_dir(ctx.item["key"])
+    config = {
+        **_base_config(benchmark, data, settings, recipe.limit),
+        "model_name": model_name,
+        "model_path": recipe.model.path,
+        "recipe": recipe.name,
+        **_generate_config(recipe),
+        "generations": files,
+    }
+    try:
+        payload = _evaluate(benchmark, data, generations, settings, config,
+                            out_dir / metrics_filename(benchmark, model_name),
+                            out_dir / results_filename(benchmark, model_name),
+                            should_stop=ctx.should_stop)
+    except StopRequested as exc:
+        raise RequeueRequested(str(exc)) from None
+    metrics = payload[benchmark]
+    print(f"evaluate {benchmark}: " + ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()), flush=True)
+    return {"benchmark": benchmark, "problems": len(data), "samples": payload["config"]["num_samples"],
+            "passed": payload["config"]["samples_passed"], **metrics}

@@ -1,0 +1,313 @@
+"""pass@k, the evaluate stage with a fake sandbox (shards, limit, requeue, files), and end to end
+through the real sandbox on canonical and buggy programs."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from jobs import evaluate
+from jobs.benchmarks.data import load_benchmark, shard_key, shard_range
+from jobs.context import RequeueRequested
+from jobs.evaluate import GenerationsError, error_class, pass_at_k, pass_at_k_summary
+from launcher.recipe import Recipe
+from launcher.rundir import RunDir
+
+# ----- pass@k
+
+
+def brute_force_pass_at_k(n: int, c: int, k: int) -> float:
+    """Probability that a random k-subset of n samples (c correct) holds a correct one."""
+    samples = [True] * c + [False] * (n - c)
+    subsets = list(combinations(range(n), k))
+    return sum(any(samples[i] for i in s) for s in subsets) / len(subsets)
+
+
+@pytest.mark.parametrize("n,c,k", [(1, 0, 1), (1, 1, 1), (5, 2, 1), (5, 2, 2), (6, 1, 3), (7, 0, 4), (8, 5, 4), (10, 3, 10)])
+def test_pass_at_k_matches_brute_force(n, c, k):
+    assert pass_at_k(n, c, k) == pytest.approx(brute_force_pass_at_k(n, c, k))
+
+
+def test_pass_at_k_values():
+    assert pass_at_k(20, 5, 1) == pytest.approx(0.25)
+    assert pass_at_k(20, 5, 10) == pytest.approx(1 - math.comb(15, 10) / math.comb(20, 10))
+    assert pass_at_k(3, 0, 2) == 0.0
+    with pytest.raises(ValueError):
+        pass_at_k(2, 3, 1)
+
+
+def test_summary_emits_only_ks_every_problem_has():
+    greedy = pass_at_k_summary([(1, 1), (1, 0), (1, 0), (1, 1)])
+    assert greedy == {"pass@1": 0.5}
+    many = pass_at_k_summary([(20, 4), (10, 0)])
+    assert set(many) == {"pass@1", "pass@10"}
+    assert many["pass@1"] == pytest.approx((0.2 + 0.0) / 2)
+    assert many["pass@10"] == pytest.approx((pass_at_k(20, 4, 10) + 0.0) / 2)
+
+
+# ----- a fake sandbox
+
+
+@dataclass
+class FakeResult:
+    status: str
+    passed: bool
+    stderr_tail: str = ""
+    stdout_tail: str = ""
+    duration_s: float = 0.01
+    detail: str = ""
+
+
+class FakeSandbox:
+    """'Passes' a program iff it contains PASS; records every call."""
+
+    def __init__(self):
+        self.calls: list[int] = []
+        self.kwargs: list[dict] = []
+
+    def assemble(self, benchmark, row, program):
+        return "python", program + "\n# tests of " + str(row["task_id"])
+
+    def execute_many(self, jobs, workers, **kw):
+        self.calls.append(len(jobs))
+        self.kwargs.append(kw)
+        out = []
+        for _lang, prog in jobs:
+            if "PASS" in prog:
+                out.append(FakeResult("passed", True))
+            elif "SLOW" in prog:
+                out.append(FakeResult("timeout", False, detail="wall clock"))
+            else:
+                out.append(FakeResult("failed", False, stderr_tail="Traceback...\nAssertionError: nope\n"))
+        return out
+
+
+def test_error_class():
+    assert error_class(FakeResult("passed", True)) is None
+    assert error_class(FakeResult("failed", False, stderr_tail="  File x\nNameError: name 'f'")) == "NameError"
+    assert error_class(FakeResult("timeout", False)) == "timeout"
+    assert error_class(FakeResult("compile_error", False, stderr_tail="error: x")) == "compile_error"
+
+
+def _write(path: Path, data) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_evaluate_file_with_fake_sandbox(tmp_path, data_dir):
+    fake = FakeSandbox()
+    gens = [["PASS a"], ["fail b"], ["SLOW c"], ["PASS d"]]
+    src = _write(tmp_path / "g.json", gens)
+    out = tmp_path / "m" / "metrics_mbpp_tiny.json"
+    payload = evaluate.evaluate_file("mbpp", src, out, data_dir, sandbox="none", workers=2, limit=4,
+                                     assemble=fake.assemble, execute_many=fake.execute_many)
+    assert payload["mbpp"] == {"pass@1": 0.5}
+    on_disk = json.loads(out.read_text())
+    assert on_disk["mbpp"]["pass@1"] == 0.5
+    config = on_disk["config"]
+    assert config["data_sha256"] == load_benchmark("mbpp", data_dir).sha256
+    assert config["num_problems"] == 4 and config["limit"] == 4
+    assert config["status_counts"] == {"failed": 1, "passed": 2, "timeout": 1}
+    lines = [json.loads(l) for l in (tmp_path / "m" / "results_mbpp_tiny.jsonl").read_text().splitlines()]
+    assert [(r["index"], r["task_id"], r["passed"], r["error"]) for r in lines] == [
+        (0, 11, True, None), (1, 12, False, "AssertionError"), (2, 13, False, "timeout"), (3, 14, True, None)]
+    assert "AssertionError" in lines[1]["stderr_tail"]
+    assert not list((tmp_path / "m").glob("*.partial.jsonl"))
+    assert fake.kwargs[0]["backend"] == "none"
+
+
+def test_evaluate_file_pass_at_k_with_samples(tmp_path, data_dir):
+    fake = FakeSandbox()
+    gens = [["PASS", "x", "x", "x"], ["x", "x", "x", "x"], ["PASS", "PASS", "PASS", "x"]]
+    src = _write(tmp_path / "g.json", gens)
+    payload = evaluate.evaluate_file("humaneval", src, tmp_path / "out.json", data_dir, workers=1, limit=3,
+                                     assemble=fake.assemble, execute_many=fake.execute_many)
+    expected = (pass_at_k(4, 1, 1) + 0 + pass_at_k(4, 3, 1)) / 3
+    assert payload["humaneval"] == {"pass@1": pytest.approx(expected)}
+    assert (tmp_path / "out.results.jsonl").is_file()
+
+
+def test_generations_must_match_problem_count(tmp_path, data_dir):
+    fake = FakeSandbox()
+    src = _write(tmp_path / "g.json", [["PASS"]] * 3)
+    with pytest.raises(GenerationsError, match="holds 3 problems.*has 164.*limit"):
+        evaluate.evaluate_file("humaneval", src, tmp_path / "o.json", data_dir,
+                               assemble=fake.assemble, execute_many=fake.execute_many)
+    # a limited evaluation scores the first N of a longer file
+    payload = evaluate.evaluate_file("humaneval", src, tmp_path / "o.json", data_dir, limit=2,
+                                     assemble=fake.assemble, execute_many=fake.execute_many)
+    assert payload["config"]["num_problems"] == 2
+    bad = _write(tmp_path / "bad.json", {"not": "a list"})
+    with pytest.raises(GenerationsError, match="list of lists"):
+        evaluate.evaluate_file("humaneval", bad, tmp_path / "o.json", data_dir, limit=2,
+                               assemble=fake.assemble, execute_many=fake.execute_many)
+
+
+def test_default_workers(monkeypatch):
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "7")
+    assert evaluate.default_workers() == 7
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK")
+    assert evaluate.default_workers() >= 1
+
+
+# ----- the stage entry
+
+
+def _recipe(limit=5, shards=None, workers=1):
+    return Recipe.model_validate({
+        "name": "t", "limit": limit,
+        "model": {"path": "builtin:tiny-llama", "model_name": "tiny"},
+        "stages": {
+            "generate": {"benchmarks": ["mbpp"], "shards": shards or {}},
+            "evaluate": {"sandbox": "none", "workers": workers},
+        },
+    })
+
+
+class _Stop:
+    def __init__(self, after: int):
+        self.after = after
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.asked > self.after
+
+
+def _ctx(tmp_path, data_dir, recipe, num_shards=1, stop=lambda: False):
+    run = RunDir(tmp_path / "run")
+    return SimpleNamespace(
+        run=run, recipe=recipe, item={"key": "mbpp", "benchmark": "mbpp", "num_shards": num_shards},
+        dist=SimpleNamespace(is_main=True), data_dir=str(data_dir), should_stop=stop,
+    )
+
+
+def test_stage_merges_shards_and_writes_contract_files(tmp_path, data_dir, monkeypatch):
+    fake = FakeSandbox()
+    monkeypatch.setattr(evaluate, "_default_assemble", lambda: fake.assemble)
+    monkeypatch.setattr(evaluate, "_default_execute_many", lambda: fake.execute_many)
+    monkeypatch.setattr(evaluate, "resolve_backend", lambda settings: "fake-backend")
+    ctx = _ctx(tmp_path, data_dir, _recipe(limit=5, shards={"mbpp": 2}), num_shards=2)
+    programs = [["PASS 0"], ["x 1"], ["PASS 2"], ["x 3"], ["x 4"]]
+    for shard in range(2):
+        part = [programs[i] for i in shard_range(5, shard, 2)]
+        _write(ctx.run.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.json", part)
+    counts = evaluate.run(ctx)
+    assert counts["pass@1"] == pytest.approx(0.4)
+    assert counts["problems"] == 5 and counts["passed"] == 2
+    metrics = json.loads((ctx.run.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())
+    assert metrics["mbpp"] == {"pass@1": pytest.approx(0.4)}
+    assert metrics["config"]["model_name"] == "tiny" and metrics["config"]["prompt_format"] == "competition"
+    assert len(metrics["config"]["generations"]) == 2
+    results = (ctx.run.evaluate_dir("mbpp") / "results_mbpp_tiny.jsonl").read_text().splitlines()
+    assert [json.loads(r)["passed"] for r in results] == [True, False, True, False, False]
+    assert fake.kwargs[0]["backend"] == "fake-backend"
+
+
+def test_stage_rejects_a_short_shard(tmp_path, data_dir, monkeypatch):
+    ctx = _ctx(tmp_path, data_dir, _recipe(limit=5, shards={"mbpp": 2}), num_shards=2)
+    _write(ctx.run.generate_dir("mbpp-s0of2") / "generations_mbpp_tiny.json", [["a"]] * 3)
+    _write(ctx.run.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json", [["a"]] * 1)
+    with pytest.raises(GenerationsError, match="shard 1 of 2"):
+        evaluate.run(ctx)
+    (ctx.run.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json").unlink()
+    with pytest.raises(GenerationsError, match="not found"):
+        evaluate.run(ctx)
+
+
+def test_stage_requeue_keeps_partial_results_and_resumes(tmp_path, data_dir, monkeypatch):
+    fake = FakeSandbox()
+    monkeypatch.setattr(evaluate, "_default_assemble", lambda: fake.assemble)
+    monkeypatch.setattr(evaluate, "_default_execute_many", lambda: fake.execute_many)
+    monkeypatch.setattr(evaluate, "resolve_backend", lambda settings: "none")
+    monkeypatch.setattr(evaluate, "CHUNK_PER_WORKER", 2)  # 1 worker → chunks of 2 programs
+    recipe = _recipe(limit=5)
+    ctx = _ctx(tmp_path, data_dir, recipe, stop=_Stop(after=1))
+    _write(ctx.run.generate_dir("mbpp") / "generations_mbpp_tiny.json", [["PASS"], ["x"], ["PASS"], ["x"], ["PASS"]])
+    with pytest.raises(RequeueRequested):
+        evaluate.run(ctx)
+    assert fake.calls == [2]
+    assert not (ctx.run.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").exists()
+    assert (ctx.run.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").is_file()
+    ctx2 = _ctx(tmp_path, data_dir, recipe)
+    counts = evaluate.run(ctx2)
+    assert fake.calls == [2, 2, 1]  # the first two programs did not run again
+    assert counts["pass@1"] == pytest.approx(0.6)
+    assert not (ctx.run.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").exists()
+
+
+def test_stage_on_other_ranks_does_nothing(tmp_path, data_dir):
+    ctx = _ctx(tmp_path, data_dir, _recipe())
+    ctx.dist.is_main = False
+    assert evaluate.run(ctx) == {}
+
+
+# ----- end to end through the real sandbox
+
+
+def _canonical(benchmark: str, row: dict) -> str:
+    if benchmark == "mbpp":
+        return row["code"].replace("\r\n", "\n")
+    return row["prompt"] + row["canonical_solution"]
+
+
+def _buggy(benchmark: str, row: dict) -> str:
+    from jobs.benchmarks.prompts import prompt_base
+
+    return prompt_base(benchmark, row) + row["buggy_solution"]
+
+
+def _toolchain_ok(language: str) -> bool:
+    """Whether the sandbox can run this language here (checked with a canonical program)."""
+    import shutil
+
+    need = {"python": "python3", "js": "node", "java": "javac", "cpp": "g++", "go": "go", "rust": "cargo"}[language]
+    return shutil.which(need) is not None
+
+
+REAL = [
+    ("humanevalsynthesize-python", "python"),
+    ("humanevalfixtests-python", "python"),
+    ("humaneval", "python"),
+    ("mbpp", "python"),
+    ("humanevalsynthesize-js", "js"),
+    ("humanevalfixtests-js", "js"),
+    ("humanevalsynthesize-cpp", "cpp"),
+    ("humanevalfixtests-java", "java"),
+    ("humanevalsynthesize-go", "go"),
+    ("humanevalfixtests-rust", "rust"),
+]
+
+
+@pytest.mark.sandbox
+@pytest.mark.parametrize("benchmark,language", REAL)
+def test_end_to_end_canonical_passes_buggy_fails(tmp_path, data_dir, benchmark, language):
+    pytest.importorskip("jobs.benchmarks.assembly")
+    import eval_sandbox
+
+    if not _toolchain_ok(language):
+        pytest.skip(f"no {language} toolchain on this machine")
+    try:
+        eval_sandbox.get_backend("auto")
+    except eval_sandbox.SandboxUnavailable as exc:
+        pytest.skip(f"no sandbox here: {exc}")
+    limit = 3
+    rows = load_benchmark(benchmark, data_dir, limit=limit).problems
+    canonical = _write(tmp_path / "canonical.json", [[_canonical(benchmark, r)] for r in rows])
+    payload = evaluate.evaluate_file(benchmark, canonical, tmp_path / f"metrics_{benchmark}_ref.json", data_dir,
+                                     sandbox="auto", workers=2, limit=limit)
+    results = [json.loads(l) for l in (tmp_path / f"results_{benchmark}_ref.jsonl").read_text().splitlines()]
+    assert payload[benchmark]["pass@1"] == 1.0, results
+    if benchmark.startswith("humanevalfixtests"):
+        buggy = _write(tmp_path / "buggy.json", [[_buggy(benchmark, r)] for r in rows])
+        payload = evaluate.evaluate_file(benchmark, buggy, tmp_path / "buggy_metrics.json", data_dir,
+                                         sandbox="auto", workers=2, limit=limit)
+        assert payload[benchmark]["pass@1"] == 0.0
+        results = [json.loads(l) for l in (tmp_path / "buggy_metrics.results.jsonl").read_text().splitlines()]
+        assert all(r["error"] for r in results)
