@@ -220,13 +220,13 @@ class CobaBalancer:
         return weights
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain lists, JSON-serialisable, for the trainer's checkpoint."""
+        """Plain lists (copies), JSON-serialisable, for the trainer's checkpoint."""
         return {
             "weights": self.weights.tolist(),
             "reference": None if self.reference is None else self.reference.tolist(),
-            "history": self.history,
-            "task_slopes": self.task_slopes,
-            "total_slopes": self.total_slopes,
+            "history": [list(row) for row in self.history],
+            "task_slopes": [list(row) for row in self.task_slopes],
+            "total_slopes": list(self.total_slopes),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
