@@ -105,12 +105,12 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a generations file; metrics JSON + per-sample results JSONL."""
     from jobs.benchmarks.data import DataError
-    from jobs.evaluate import GenerationsError, evaluate_file
+    from jobs.evaluate import GenerationsError, SandboxError, evaluate_file
 
     try:
         payload = evaluate_file(args.task, args.generations, args.out, _data_dir(args), sandbox=args.sandbox,
                                 workers=args.workers, limit=args.limit, timeout_s=args.timeout)
-    except (DataError, GenerationsError, ValueError) as exc:
+    except (DataError, GenerationsError, SandboxError, ValueError) as exc:
         _err(str(exc))
         return 1
     metrics = payload[args.task]
