@@ -160,6 +160,17 @@ def test_target_counts_and_no_bos_added(tmp_path, tok):
     assert loaded.stats[0].target_tokens == 4 and loaded.pad_id == tok.pad_token_id
 
 
+def test_a_target_only_on_the_first_token_is_no_target(tmp_path, tok):
+    """The first token is never predicted, so a sample whose only target is token 0 is dropped."""
+    write_jsonl(tmp_path / "t" / "x.jsonl", [chat("", "x"), chat("q", "yz")])
+    custom = {"human_prefix": "", "bot_prefix": "", "bot_end": ""}
+    loaded = load_mft_data(
+        stage(tmp_path / "t", template="custom", custom_template=custom, validation_split=0), tok, tmp_path / "c"
+    )
+    assert loaded.stats[0].dropped_no_target == 1 and loaded.stats[0].samples == 1
+    assert tok.decode(loaded.train.sample(0)[0].tolist()) == "qyz"
+
+
 # --------------------------------------------------------------------------------------------
 # the cache
 

@@ -218,6 +218,19 @@ def test_coba_weights_stay_finite_above_the_floor_and_resume_exactly():
     assert drive(resumed, range(7, 16)) == rest
 
 
+def test_coba_floor_keeps_every_task_at_a_tenth_of_uniform():
+    """Task 0 converges steadily, task 1 stays flat and then collapses: its raw weight goes to
+    ~0, and the floor lifts it to 1/(10 K) = 0.05 (w ← 0.9 w + 0.05)."""
+    coba = CobaBalancer(2, CobaSpec(warmup_steps=2, history_length=10, tau=5.0, update_interval=1))
+    coba.set_reference([1.0, 1.0])
+    records = {1: [1.0, 1.0], 2: [0.9, 1.0], 3: [0.8, 1.0], 4: [0.7, 1.0], 5: [0.6, 0.2]}
+    for step in range(7):
+        weights = coba.step_weights(step).tolist()
+        if step in records:
+            coba.record(records[step])
+    assert 0.05 <= weights[1] < 0.0501 and weights[0] == pytest.approx(1 - weights[1])
+
+
 def test_coba_needs_the_reference_first():
     with pytest.raises(RuntimeError, match="set_reference"):
         CobaBalancer(2, CobaSpec()).record([1.0, 1.0])
