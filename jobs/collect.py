@@ -28,12 +28,11 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from jobs.benchmarks import suite
-from jobs.benchmarks.data import expected_size, full_size
+from jobs.benchmarks.data import expected_size, full_size, shard_key
 from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 METRICS_RE = re.compile(r"^metrics_([a-z0-9-]+)_(.+)\.json$")
 GENERATIONS_RE = re.compile(r"^generations_([a-z0-9-]+)_(.+)\.json$")
-SHARD_KEY_RE = re.compile(r"^(?P<bench>[a-z0-9-]+?)(?:-s(?P<shard>\d+)of(?P<count>\d+))?$")
 
 
 class IncompleteResults(Exception):
@@ -178,29 +177,12 @@ def _element_errors(run: RunDir, stage: str, benchmark: str) -> list[str]:
     return out
 
 
-def _shard_files(run: RunDir, benchmark: str, model: str) -> list[Path]:
-    """Generation files of `benchmark`, shards in order, from the run's generate/ folder.
-    Empty when a shard is missing (the zip check names the task)."""
-    root = run.root / "generate"
-    if not root.is_dir():
-        return []
-    found: dict[int, tuple[int, Path]] = {}
-    for child in root.iterdir():
-        match = SHARD_KEY_RE.match(child.name)
-        if not match or match.group("bench") != benchmark:
-            continue
-        shard = int(match.group("shard") or 0)
-        count = int(match.group("count") or 1)
-        path = run.generate_dir(child.name) / f"generations_{benchmark}_{model}.json"
-        if path.is_file():
-            found[shard] = (count, path)
-    counts = {count for count, _ in found.values()}
-    if len(counts) != 1:
-        return []
-    count = counts.pop()
-    if sorted(found) != list(range(count)):
-        return []
-    return [found[s][1] for s in range(count)]
+def _shard_files(run: RunDir, benchmark: str, model: str, num_shards: int) -> list[Path]:
+    """Generation files of `benchmark`, shards in order (the keys the planner gave them).
+    Empty when a shard's file is missing (the zip step then names the task)."""
+    paths = [run.generate_dir(shard_key(benchmark, s, num_shards)) / f"generations_{benchmark}_{model}.json"
+             for s in range(num_shards)]
+    return paths if all(p.is_file() for p in paths) else []
 
 
 def collect_run(run_dir: str | Path) -> Collection:
@@ -220,7 +202,8 @@ def collect_run(run_dir: str | Path) -> Collection:
             if reasons:
                 result.reason += "; " + "; ".join(reasons)
         tasks[task] = result
-    gen_files = {t: _shard_files(run, t, model) for t in suite.COMPETITION_SUITE}
+    shards = recipe.stages.generate.shards if recipe.stages.generate else {}
+    gen_files = {t: _shard_files(run, t, model, shards.get(t, 1)) for t in suite.COMPETITION_SUITE if t in required}
     return Collection(model=model, tasks=tasks, required=required, limited=recipe.limit is not None,
                       generation_files=gen_files, source=str(run.root))
 

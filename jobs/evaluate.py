@@ -175,6 +175,11 @@ def error_class(result: Any) -> Optional[str]:
     return status
 
 
+def is_internal_error(result: Any) -> bool:
+    """The sandbox itself failed (not the program): such a sample is run again, never scored."""
+    return getattr(result, "status", "") == "killed" and str(getattr(result, "detail", "")).startswith("internal error")
+
+
 def _program_key(index: int, sample: int, program: str) -> str:
     digest = hashlib.sha256(program.encode("utf-8")).hexdigest()[:16]
     return f"{index}:{sample}:{digest}"
@@ -274,28 +279,45 @@ def execute_generations(
         kwargs["timeout"] = settings.timeout_s
     chunk = max(1, workers * CHUNK_PER_WORKER)
     started = time.time()
-    for offset in range(0, len(todo), chunk):
-        if should_stop():
-            raise StopRequested(f"stopped with {len(todo) - offset} of {total} samples left")
-        batch = todo[offset: offset + chunk]
+    internal: list[tuple[int, int, str]] = []
+    errors: list[str] = []
+
+    def run_batch(batch: list[tuple[int, int, str]]) -> None:
         jobs = [assemble(benchmark, data.problems[i], program) for i, _s, program in batch]
         results = execute_many(jobs, workers, **kwargs)
         if len(results) != len(jobs):
             raise RuntimeError(f"sandbox returned {len(results)} results for {len(jobs)} programs")
-        records = [
-            _record(i, s, data.problems[i].get("task_id"), program, result)
-            for (i, s, program), result in zip(batch, results)
-        ]
+        records = []
+        for (i, s, program), result in zip(batch, results):
+            if is_internal_error(result):
+                internal.append((i, s, program))
+                errors.append(f"problem {i} sample {s}: {result.detail}")
+                continue
+            records.append(_record(i, s, data.problems[i].get("task_id"), program, result))
         for rec in records:
             done[rec["key"]] = rec
-        if partial_path is not None:
+        if partial_path is not None and records:
             partial_path.parent.mkdir(parents=True, exist_ok=True)
             with open(partial_path, "a", encoding="utf-8") as handle:
                 handle.write("".join(json.dumps(rec) + "\n" for rec in records))
                 handle.flush()
                 os.fsync(handle.fileno())
-        ran = offset + len(batch)
-        log(f"evaluate {benchmark}: {ran}/{len(todo)} programs, {time.time() - started:.0f}s")
+
+    for offset in range(0, len(todo), chunk):
+        if should_stop():
+            raise StopRequested(f"stopped with {len(todo) - offset} of {total} samples left")
+        run_batch(todo[offset: offset + chunk])
+        log(f"evaluate {benchmark}: {offset + min(chunk, len(todo) - offset)}/{len(todo)} programs, "
+            f"{time.time() - started:.0f}s")
+    if internal:  # once more, one at a time: a transient fault should not cost a score
+        log(f"evaluate {benchmark}: {len(internal)} programs hit a sandbox error, running them again")
+        retry, internal[:] = list(internal), []
+        errors.clear()
+        for item in retry:
+            run_batch([item])
+        if internal:
+            raise SandboxError(f"{len(internal)} programs failed inside the sandbox (not in the program), "
+                               f"e.g. {errors[0]}; results so far are kept, re-run to resume")
     out = []
     for index, samples in enumerate(generations):
         for sample, program in enumerate(samples):

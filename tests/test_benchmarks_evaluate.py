@@ -311,3 +311,28 @@ def test_end_to_end_canonical_passes_buggy_fails(tmp_path, data_dir, benchmark, 
         assert payload[benchmark]["pass@1"] == 0.0
         results = [json.loads(l) for l in (tmp_path / "buggy_metrics.results.jsonl").read_text().splitlines()]
         assert all(r["error"] for r in results)
+
+
+def test_sandbox_internal_errors_are_retried_never_scored(tmp_path, data_dir):
+    fake = FakeSandbox()
+    flaky = {"left": 1}
+
+    def execute_many(jobs, workers, **kw):
+        out = fake.execute_many(jobs, workers, **kw)
+        for n, (_lang, prog) in enumerate(jobs):
+            if "BROKEN" in prog or ("FLAKY" in prog and flaky["left"] > 0):
+                flaky["left"] -= "FLAKY" in prog
+                out[n] = FakeResult("killed", False, detail="internal error: OSError(24)")
+        return out
+
+    src = _write(tmp_path / "g.json", [["PASS FLAKY"], ["x"]])
+    payload = evaluate.evaluate_file("mbpp", src, tmp_path / "m.json", data_dir, limit=2, workers=1,
+                                     assemble=fake.assemble, execute_many=execute_many)
+    assert payload["mbpp"]["pass@1"] == 0.5  # the flaky one ran again and passed
+    src = _write(tmp_path / "g2.json", [["PASS"], ["x BROKEN"]])
+    with pytest.raises(evaluate.SandboxError, match="1 programs failed inside the sandbox.*OSError"):
+        evaluate.evaluate_file("mbpp", src, tmp_path / "m2.json", data_dir, limit=2, workers=1,
+                               assemble=fake.assemble, execute_many=execute_many)
+    assert not (tmp_path / "m2.json").exists()
+    kept = (tmp_path / "m2.results.partial.jsonl").read_text().splitlines()
+    assert [json.loads(l)["index"] for l in kept] == [0]
