@@ -29,7 +29,14 @@ def _mft_main():
     write, exit_, err = os.write, os._exit, sys.stderr
     import traceback
     fmt = traceback.format_exc
+    def flush():
+        for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+            try:
+                s.flush()
+            except BaseException:
+                pass
     def report(code):
+        flush()
         try:
             write(2, fmt().encode("utf-8", "replace"))
         except BaseException:
@@ -49,11 +56,7 @@ def _mft_main():
         report(4)
     except BaseException:
         report(1)
-    for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-        try:
-            s.flush()
-        except BaseException:
-            pass
+    flush()
     if marker:
         write(1, b"\n" + marker + b"\n")
     exit_(0)

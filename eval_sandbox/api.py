@@ -38,15 +38,29 @@ def _make_scratch() -> tuple[str, str, str]:
 
 
 def _rmtree(path: str) -> None:
+    """Remove a scratch dir even if the program chmod'ed things inside it. Never touches
+    anything outside ``path``."""
+    root = os.path.realpath(path)
+
+    def inside(p: str) -> bool:
+        rp = os.path.realpath(p)
+        return rp == root or rp.startswith(root + os.sep)
+
     def fix(func, p, exc):
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            if os.path.isdir(p) and not os.path.islink(p):
+            parent = os.path.dirname(p)
+            if inside(parent) and not os.path.islink(parent):
+                os.chmod(parent, 0o700)
+            if inside(p) and os.path.isdir(p) and not os.path.islink(p):
                 os.chmod(p, 0o700)
             func(p)
         except OSError:
             pass
-    shutil.rmtree(path, onerror=fix)
+    for _ in range(3):
+        shutil.rmtree(path, onerror=fix)
+        if not os.path.exists(path):
+            return
+        time.sleep(0.05)
 
 
 def _run(backend: Backend, step: Step, scratch_root: str, work: str, shm: str, marker: str) -> StepResult:

@@ -103,7 +103,9 @@ class BubblewrapBackend(Backend):
             a += ["--ro-bind", p, p]
         for p in mounts.rw:
             a += ["--bind", p, p]
-        for m in masked:   # after the binds, so their mount points could still be created
+        # after the binds, so their mount points could still be created. /dev is bwrap's own
+        # tmpfs: read-only, or it would be an uncapped RAM disk (device nodes stay writable).
+        for m in masked + ["/dev"]:
             a += ["--remount-ro", m]
         a += ["--chdir", SANDBOX_CWD, "--hostname", "sandbox", "--clearenv"]
         for k, v in sorted(env.items()):
