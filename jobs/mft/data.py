@@ -22,6 +22,7 @@ import json
 import logging
 import random
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -326,7 +327,7 @@ class TokenizedDataset:
         lo, hi = self.offsets[index], self.offsets[index + 1]
         return self.tokens[lo:hi], self.targets[lo:hi]
 
-    @property
+    @cached_property
     def lengths(self) -> np.ndarray:
         """Positions per sample (tokens - 1): what a sample occupies in a batch row."""
         return np.diff(self.offsets) - 1
