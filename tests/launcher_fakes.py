@@ -2,14 +2,15 @@
 bin directory that goes first on PATH, so the launcher runs them exactly as it runs the real
 ones (subprocess, PATH lookup, clean environment, exit codes, stdout/stderr).
 
-Each fake appends one JSON line per call to `<state>/<command>.calls`:
-`{"argv": [...], "env": {...}}` (env only for sbatch when FAKE_SBATCH_RECORD_ENV=1).
+They are small bash scripts (a Python fake costs ~10x more per call). Each appends its argv as one
+JSON line to `<state>/<command>.calls`; sbatch also dumps its environment to
+`<state>/sbatch.env.<N>` when FAKE_SBATCH_RECORD_ENV=1 (`FakeSlurm.calls` reads both).
 
 Behaviour is steered with files in the state directory (found through $FAKE_SLURM_DIR, which
 survives `launcher.slurm.clean_env`):
 - sbatch: prints `<next id>;cluster` (ids from 1000 up, counter in `sbatch.next`);
   `sbatch.fail_at` = N makes the N-th call fail (exit 1, Slurm's error text on stderr);
-  `sbatch.stdout` replaces the printed text.
+  `sbatch.stdout` (every call) or `sbatch.stdout.<N>` (the N-th call) replaces the printed text.
 - squeue / sacct: print `<cmd>.out.<call number>` if it exists, else `<cmd>.out`;
   `<cmd>.rc` / `<cmd>.err` give the exit code / stderr.
 - scancel: records only.
@@ -18,49 +19,53 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-_FAKE = r'''#!{python}
-import json, os, sys
-from pathlib import Path
-
-name = Path(sys.argv[0]).name
-state = Path(os.environ["FAKE_SLURM_DIR"])
-calls = state / (name + ".calls")
-count = (len(calls.read_text().splitlines()) if calls.exists() else 0) + 1
-record = {{"argv": sys.argv[1:]}}
-if name == "sbatch" and os.environ.get("FAKE_SBATCH_RECORD_ENV") == "1":
-    record["env"] = dict(os.environ)
-with open(calls, "a") as handle:
-    handle.write(json.dumps(record) + "\n")
-
-def text(path):
-    return path.read_text() if path.exists() else None
-
-if name == "sbatch":
-    fail_at = text(state / "sbatch.fail_at")
-    if fail_at and int(fail_at) == count:
-        sys.stderr.write("sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n")
-        sys.exit(1)
-    custom = text(state / "sbatch.stdout")
-    if custom is not None:
-        sys.stdout.write(custom)
-        sys.exit(0)
-    counter = state / "sbatch.next"
-    job_id = int(text(counter) or "1000")
-    counter.write_text(str(job_id + 1))
-    print(f"{{job_id}};cluster")
-elif name in ("squeue", "sacct"):
-    out = text(state / f"{{name}}.out.{{count}}")
-    if out is None:
-        out = text(state / f"{{name}}.out") or ""
-    sys.stdout.write(out)
-    err = text(state / f"{{name}}.err")
-    if err:
-        sys.stderr.write(err)
-    sys.exit(int(text(state / f"{{name}}.rc") or "0"))
+_FAKE = r'''#!/bin/bash
+# fake Slurm command for mftlaunch's unit tests (tests/launcher_fakes.py)
+name=$(basename "$0")
+state="$FAKE_SLURM_DIR"
+calls="$state/$name.calls"
+count=1
+[ -f "$calls" ] && count=$(( $(wc -l < "$calls") + 1 ))
+json="["
+sep=""
+for arg in "$@"; do
+  arg=${arg//\\/\\\\}
+  arg=${arg//\"/\\\"}
+  json+="$sep\"$arg\""
+  sep=", "
+done
+echo "$json]" >> "$calls"
+if [ "$name" = sbatch ] && [ "$FAKE_SBATCH_RECORD_ENV" = 1 ]; then
+  env -0 > "$state/sbatch.env.$count"
+fi
+case "$name" in
+  sbatch)
+    if [ -f "$state/sbatch.fail_at" ] && [ "$(cat "$state/sbatch.fail_at")" = "$count" ]; then
+      echo "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified" >&2
+      exit 1
+    fi
+    for out in "$state/sbatch.stdout.$count" "$state/sbatch.stdout"; do
+      if [ -f "$out" ]; then cat "$out"; exit 0; fi
+    done
+    id=1000
+    [ -f "$state/sbatch.next" ] && id=$(cat "$state/sbatch.next")
+    echo $(( id + 1 )) > "$state/sbatch.next"
+    echo "$id;cluster"
+    ;;
+  squeue|sacct)
+    if [ -f "$state/$name.out.$count" ]; then cat "$state/$name.out.$count"
+    elif [ -f "$state/$name.out" ]; then cat "$state/$name.out"
+    fi
+    [ -f "$state/$name.err" ] && cat "$state/$name.err" >&2
+    rc=0
+    [ -f "$state/$name.rc" ] && rc=$(cat "$state/$name.rc")
+    exit "$rc"
+    ;;
+esac
+exit 0
 '''
 
 COMMANDS = ("sbatch", "squeue", "sacct", "scancel")
@@ -75,10 +80,9 @@ class FakeSlurm:
         self.state = root / "state"
         self.bin.mkdir(parents=True, exist_ok=True)
         self.state.mkdir(parents=True, exist_ok=True)
-        source = _FAKE.format(python=sys.executable)
         for name in COMMANDS:
             path = self.bin / name
-            path.write_text(source)
+            path.write_text(_FAKE)
             path.chmod(0o755)
 
     def install(self, monkeypatch: Any) -> "FakeSlurm":
@@ -94,10 +98,19 @@ class FakeSlurm:
         return env
 
     def calls(self, name: str) -> list[dict[str, Any]]:
+        """One dict per call: argv, and env for sbatch when FAKE_SBATCH_RECORD_ENV=1."""
         path = self.state / f"{name}.calls"
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        out = []
+        for number, line in enumerate(path.read_text().splitlines(), start=1):
+            call: dict[str, Any] = {"argv": json.loads(line, strict=False)}
+            env_file = self.state / f"{name}.env.{number}"
+            if env_file.exists():
+                pairs = [item.split("=", 1) for item in env_file.read_text().split("\0") if "=" in item]
+                call["env"] = dict(pairs)
+            out.append(call)
+        return out
 
     def argv(self, name: str) -> list[list[str]]:
         return [c["argv"] for c in self.calls(name)]
