@@ -161,6 +161,7 @@ class RowStopper:
         # a few prompt tokens in front of the new ones when decoding, so a tokenizer that drops
         # the first token's leading space (SentencePiece) still shows the indentation
         self.context_ids = [list(ids) for ids in context_ids]
+        self.context_text = batch_decode(tokenizer, self.context_ids)
         self.generated: list[list[int]] = [[] for _ in self.budgets]
         self.finish: list[Optional[str]] = [None] * len(self.budgets)
 
@@ -182,7 +183,7 @@ class RowStopper:
                 self.finish[row] = "length"
         if to_check:
             texts = decode_new_text(self.tokenizer, [self.context_ids[r] for r in to_check],
-                                    [self.generated[r] for r in to_check])
+                                    [self.generated[r] for r in to_check], [self.context_text[r] for r in to_check])
             for row, text in zip(to_check, texts):
                 if self.finished(text):
                     self.finish[row] = "stop"
@@ -195,21 +196,27 @@ class RowStopper:
         return [(ids, finish or "length") for ids, finish in zip(self.generated, self.finish)]
 
 
-def decode_new_text(tokenizer, prompt_ids: Sequence[Sequence[int]], new_ids: Sequence[Sequence[int]]) -> list[str]:
+def decode_new_text(tokenizer, prompt_ids: Sequence[Sequence[int]], new_ids: Sequence[Sequence[int]],
+                    heads: Optional[Sequence[str]] = None) -> list[str]:
     """The text the new tokens add after the prompt: decode(prompt + new) minus decode(prompt), as
     the reference harness slices its decoded output; plain decode(new) where that prefix differs
-    (a prompt ending inside a multi-byte character)."""
-    full = tokenizer.batch_decode([list(p) + list(n) for p, n in zip(prompt_ids, new_ids)],
-                                  skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    heads = tokenizer.batch_decode([list(p) for p in prompt_ids], skip_special_tokens=False,
-                                   clean_up_tokenization_spaces=False)
+    (a prompt ending inside a multi-byte character). `heads`: decode(prompt), when known."""
+    full = batch_decode(tokenizer, [list(p) + list(n) for p, n in zip(prompt_ids, new_ids)])
+    if heads is None:
+        heads = batch_decode(tokenizer, [list(p) for p in prompt_ids])
     out = []
     for text, head, new in zip(full, heads, new_ids):
-        if text.startswith(head):
-            out.append(text[len(head):])
-        else:
-            out.append(tokenizer.decode(list(new), skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        out.append(text[len(head):] if text.startswith(head) else batch_decode(tokenizer, [list(new)])[0])
     return out
+
+
+def batch_decode(tokenizer, sequences: Sequence[Sequence[int]]) -> list[str]:
+    """Decode with special tokens kept and no clean-up; straight into the Rust tokenizer when there
+    is one (the stop check runs every step, and transformers' wrapper costs as much as the decode)."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        return backend.decode_batch([list(s) for s in sequences], skip_special_tokens=False)
+    return tokenizer.batch_decode(sequences, skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
 
 class HFEngine:
