@@ -1,0 +1,132 @@
+"""Merge stage: the trained checkpoint → a plain Hugging Face model directory at run.merged_dir.
+
+LoRA/QLoRA: the adapter is merged into the unquantised base in model.dtype (what generation
+loads; MFTCoder merges QLoRA adapters into a bf16 base too). Full fine-tuning: the checkpoint's
+weights — DeepSpeed ZeRO shards consolidated to fp32 with DeepSpeed's own reader, or the plain
+weights file of the torch engine — are loaded into the base architecture and saved in
+model.dtype. The tokenizer is saved with the model, so the directory stands alone.
+
+Which checkpoint: `merge.checkpoint: best` takes the lowest validation loss when evaluation ran
+(the trainer keeps that checkpoint from pruning), else the last. The output appears atomically:
+written to a temporary directory, then renamed into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from jobs.context import StageContext
+
+INFO_FILE = "mftlaunch_merge.json"
+
+
+def choose_checkpoint(checkpoints_dir: Path, which: str) -> tuple[Path, str]:
+    """(checkpoint directory, why it was chosen)."""
+    from jobs.training import checkpoint
+
+    last = checkpoint.latest(checkpoints_dir)
+    if last is None:
+        raise FileNotFoundError(f"no complete checkpoint in {checkpoints_dir}: did the train stage finish?")
+    state = checkpoint.read_state(last)
+    if which == "last":
+        return last, "last (merge.checkpoint: last)"
+    if state.best_step is None:
+        return last, "last (no validation loss was recorded)"
+    best = checkpoint.step_dir(checkpoints_dir, state.best_step)
+    if not (best / checkpoint.STATE_FILE).is_file():
+        return last, f"last (the best checkpoint, step {state.best_step}, is gone)"
+    return best, f"best (validation loss {state.best_loss:.4f} at step {state.best_step})"
+
+
+def full_state_dict(ckpt: Path) -> dict[str, Any]:
+    """All weights of a full fine-tune checkpoint, as the trained module named them."""
+    import torch
+    from jobs.training.engine import ENGINE_TAG, TRAINABLE_FILE
+
+    if (ckpt / TRAINABLE_FILE).is_file():
+        from safetensors.torch import load_file
+
+        return load_file(str(ckpt / TRAINABLE_FILE))
+    engine_dir = ckpt / ENGINE_TAG
+    if any(engine_dir.glob("*optim_states.pt")) and any(engine_dir.glob("zero_pp_rank_*")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        return get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=ENGINE_TAG)
+    states = sorted(engine_dir.glob("mp_rank_*_model_states.pt"))
+    if not states:
+        raise FileNotFoundError(f"{ckpt} holds neither {TRAINABLE_FILE} nor a DeepSpeed checkpoint '{ENGINE_TAG}'")
+    return torch.load(states[0], map_location="cpu", weights_only=False)["module"]
+
+
+def load_merged(ctx: StageContext, ckpt: Path):
+    """The merged model (base architecture + trained weights) in model.dtype, on CPU."""
+    from transformers import AutoModelForCausalLM
+
+    from jobs.tiny_model import resolve_model_path
+    from jobs.training.model import TORCH_DTYPES
+    from jobs.training.trainer import ADAPTER_DIR
+
+    spec, train = ctx.recipe.model, ctx.recipe.stages.train
+    base = AutoModelForCausalLM.from_pretrained(
+        str(resolve_model_path(spec.path)), dtype=TORCH_DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code
+    )
+    if train.is_peft:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, str(ckpt / ADAPTER_DIR)).merge_and_unload()
+    weights = full_state_dict(ckpt)
+    missing, unexpected = base.load_state_dict(weights, strict=False)
+    tied = set(getattr(base, "all_tied_weights_keys", None) or {})
+    if unexpected or set(missing) - tied:
+        raise RuntimeError(f"checkpoint {ckpt} does not match the base model: missing {sorted(set(missing) - tied)[:5]}, "
+                           f"unexpected {sorted(unexpected)[:5]}")
+    if missing:
+        base.tie_weights()
+    return base
+
+
+def run(ctx: StageContext) -> dict[str, Any]:
+    """Merge on rank 0 (the stage runs one task; extra ranks have nothing to do)."""
+    if not ctx.dist.is_main:
+        return {}
+    from jobs.training import checkpoint
+    from jobs.tiny_model import resolve_model_path
+    from jobs.training.model import load_tokenizer
+
+    which = ctx.recipe.stages.merge.checkpoint if ctx.recipe.stages.merge else "best"
+    ckpt, reason = choose_checkpoint(ctx.run.checkpoints_dir, which)
+    step = checkpoint.read_state(ckpt).step
+    print(f"[merge] {ckpt.name}: {reason}", flush=True)
+    model = load_merged(ctx, ckpt)
+    tokenizer = load_tokenizer(ctx.recipe.model, resolve_model_path(ctx.recipe.model.path))
+
+    out = ctx.run.merged_dir
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        model.config.use_cache = True
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        info = {"checkpoint": str(ckpt), "step": step, "selection": reason, "peft_type": ctx.recipe.stages.train.peft_type}
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        _replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"[merge] wrote {out}", flush=True)
+    return {"merged_dir": str(out), "checkpoint": ckpt.name, "step": step, "selection": reason.split(" ")[0]}
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """Rename `tmp` to `out`; an older `out` (a rerun) is moved aside first, then deleted."""
+    if out.exists():
+        old = out.with_name(f".old-{out.name}-{os.getpid()}")
+        os.rename(out, old)
+        os.rename(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out)

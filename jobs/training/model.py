@@ -1,0 +1,156 @@
+"""Build the model to train: base weights (optionally 4/8-bit), LoRA adapters, checkpointing.
+
+Decisions worth keeping (training.md §1.6, §2.1, DESIGN.md):
+- `from_pretrained` returns a model in eval mode and HF then skips gradient checkpointing without
+  a word (memory balloons); `build_model` ends with `model.train()`.
+- QLoRA stores the 4-bit weights in the compute dtype (`bnb_4bit_quant_storage`), the only way
+  ZeRO-3 can shard them; under ZeRO-3 `prepare_model_for_kbit_training` is not called (it upcasts
+  the non-quantised weights to fp32 per rank) and checkpointing is reentrant (the non-reentrant
+  variant raises CheckpointError with ZeRO-3's gathered parameters).
+- bitsandbytes is imported only for QLoRA, with an error that says what to install.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+
+from launcher.recipe import ModelSpec, TrainStage
+
+TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+_LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+#: LoRA targets when the recipe names none: every linear projection of the family's blocks.
+DEFAULT_TARGETS: dict[str, list[str]] = {
+    "llama": _LLAMA_LIKE,
+    "codellama": _LLAMA_LIKE,
+    "deepseek": _LLAMA_LIKE,
+    "mistral": _LLAMA_LIKE,
+    "qwen2": _LLAMA_LIKE,
+    # transformers 5 stores Mixtral's experts as fused 3-D parameters, not Linear layers:
+    # LoRA reaches the attention projections
+    "mixtral": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "qwen": ["c_attn", "c_proj", "w1", "w2"],
+    "starcoder": ["c_attn", "q_attn", "c_proj", "c_fc"],
+    "gpt_bigcode": ["c_attn", "q_attn", "c_proj", "c_fc"],
+    "gpt_neox": ["query_key_value", "dense", "dense_h_to_4h", "dense_4h_to_h"],
+}
+
+
+def compute_dtype(model: ModelSpec, train: TrainStage) -> torch.dtype:
+    """The dtype matmuls run in: the mixed-precision setting, else the model's dtype."""
+    mixed = train.distributed.mixed_precision
+    return TORCH_DTYPES[model.dtype] if mixed == "no" else TORCH_DTYPES[mixed]
+
+
+def storage_dtype(model: ModelSpec, train: TrainStage) -> torch.dtype:
+    """The dtype weights are loaded in. DeepSpeed keeps its own fp32 master copy, and frozen
+    weights need none, so both load in the compute dtype; a full fine-tune without DeepSpeed
+    keeps fp32 weights under mixed precision (autocast computes in the low precision)."""
+    if train.is_peft or train.distributed.backend == "deepspeed" or train.distributed.mixed_precision == "no":
+        return compute_dtype(model, train)
+    return torch.float32
+
+
+def target_modules(model: ModelSpec, train: TrainStage) -> Union[str, list[str]]:
+    """The recipe's list, `all-linear`, or the family default."""
+    chosen = train.lora.target_modules
+    if chosen is not None:
+        return chosen
+    return list(DEFAULT_TARGETS[model.model_type])
+
+
+def quantization_config(model: ModelSpec, train: TrainStage):
+    """BitsAndBytesConfig for QLoRA (4-bit nf4/fp4 with double quant, or 8-bit)."""
+    try:
+        import bitsandbytes  # noqa: F401  (transformers needs it at load time; fail early and clearly)
+    except ImportError as exc:
+        raise RuntimeError(
+            "peft_type: qlora needs the bitsandbytes package (pip install 'bitsandbytes>=0.43.3') "
+            "and a CUDA GPU; use peft_type: lora on machines without them"
+        ) from exc
+    if not torch.cuda.is_available():
+        raise RuntimeError("peft_type: qlora needs a CUDA GPU (bitsandbytes quantisation); use peft_type: lora on CPU")
+    from transformers import BitsAndBytesConfig
+
+    quant = train.quantization
+    compute = compute_dtype(model, train)
+    if quant.bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    storage = TORCH_DTYPES[quant.quant_storage] if quant.quant_storage else compute
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type=quant.quant_type,
+        bnb_4bit_use_double_quant=quant.double_quant,
+        bnb_4bit_compute_dtype=compute,
+        bnb_4bit_quant_storage=storage,
+    )
+
+
+def load_tokenizer(model: ModelSpec, model_dir: Path):
+    """The tokenizer of the model (or `tokenizer_path`); pad falls back to eos, which is safe
+    because the losses use an explicit target mask, never `labels == pad`."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        str(model.tokenizer_path or model_dir), trust_remote_code=model.trust_remote_code
+    )
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_base(model: ModelSpec, train: TrainStage, model_dir: Path, device: torch.device):
+    """The pretrained model, unwrapped. Under ZeRO-3 the caller has created a HfDeepSpeedConfig
+    first, so transformers partitions the weights while loading (no device_map then: every rank
+    would otherwise materialise the whole model). A quantised model must be placed on its GPU
+    at load time; other models are moved by the engine."""
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = dict(
+        dtype=storage_dtype(model, train),
+        attn_implementation=model.attn_implementation,
+        trust_remote_code=model.trust_remote_code,
+    )
+    if train.peft_type == "qlora":
+        kwargs["quantization_config"] = quantization_config(model, train)
+        kwargs["device_map"] = {"": device}
+    return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
+
+
+def build_model(model: ModelSpec, train: TrainStage, model_dir: Path, device: torch.device):
+    """Base + (LoRA | QLoRA | nothing), checkpointing set up, in train mode."""
+    base = load_base(model, train, model_dir, device)
+    base.config.use_cache = False
+    zero3 = train.distributed.backend == "deepspeed" and train.distributed.zero_stage == 3
+    if train.peft_type == "qlora" and not zero3:
+        from peft import prepare_model_for_kbit_training
+
+        base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    if train.gradient_checkpointing:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": zero3})
+        if zero3:  # reentrant checkpointing needs an input that requires grad, or no grads flow
+            base.enable_input_require_grads()
+    net = base
+    if train.is_peft:
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(
+            task_type="CAUSAL_LM",
+            r=train.lora.rank,
+            lora_alpha=train.lora.alpha,
+            lora_dropout=train.lora.dropout,
+            target_modules=target_modules(model, train),
+            bias="none",
+        )
+        net = get_peft_model(base, config)
+    else:
+        for param in net.parameters():
+            param.requires_grad_(True)
+    net.train()
+    return net
+
+
+def trainable_named_parameters(net: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(name, p) for name, p in net.named_parameters() if p.requires_grad]
