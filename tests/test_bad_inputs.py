@@ -3,13 +3,15 @@
 sends nothing: a fake `sbatch` first on PATH records every call, and must record none."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from launcher.cli import main
-from launcher_fakes import FakeSlurm
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fakes live beside the tests
+from launcher_fakes import FakeSlurm  # noqa: E402
 
 HERE = Path(__file__).resolve().parent / "bad_inputs"
 CASES = yaml.safe_load((HERE / "cases.yaml").read_text())["cases"]

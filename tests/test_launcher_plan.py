@@ -174,3 +174,16 @@ def test_plan_does_not_check_paths_unless_asked(tmp_path):
     build_plan(r, generic())  # plan and validate never look at cluster paths
     with pytest.raises(ConfigError, match="model.path: /nonexistent/model does not exist"):
         build_plan(r, generic(), paths=True)
+
+
+def test_model_config_json_is_read_without_crashing(tmp_path):
+    """Where the model directory exists (a login node that sees /models), the planner reads its
+    config.json for a memory estimate: a recipe that fits must plan, with nothing raised."""
+    import shutil
+
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(ROOT / "recipes" / "models" / "tiny-llama" / "config.json", model / "config.json")
+    r = recipe(f"model.path={model}", "train.seq_length=64", "train.per_device_train_batch_size=1")
+    plan = build_plan(r, generic())
+    assert [j.stage for j in plan.jobs][0] == "train"

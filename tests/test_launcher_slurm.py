@@ -3,11 +3,14 @@ environment every Slurm command gets, and the squeue/sacct/scancel wrappers' arg
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
 
 from launcher import slurm
-from launcher_fakes import FakeSlurm
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fakes live beside the tests
+from launcher_fakes import FakeSlurm  # noqa: E402
 
 
 @pytest.fixture

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import secrets
+import sys
 from pathlib import Path
 
 import pytest
 
 from launcher.cli import main
 from launcher.rundir import RunDir, read_json
-from launcher_fakes import FakeSlurm, eval_recipe, full_recipe, option
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fakes live beside the tests
+from launcher_fakes import FakeSlurm, eval_recipe, full_recipe, option  # noqa: E402
 
 
 @pytest.fixture
