@@ -230,6 +230,7 @@ def test_false_extra_flags_and_wckey_absent(tmp_path):
     profile = _profile_file(tmp_path, """\
 name: site
 gpus_per_node: 8
+constraint: a100&ib
 sbatch_extra: {mail-type: FAIL, hold: false, comment: "mft run", nice: 10, test-flag: true}
 """)
     scripts = render(tmp_path, "recipes/qwen_competition_eval.yaml", profile, [])
@@ -239,6 +240,7 @@ sbatch_extra: {mail-type: FAIL, hold: false, comment: "mft run", nice: 10, test-
         assert d["mail-type"] == ["FAIL"] and d["nice"] == ["10"] and d["test-flag"] == [""]
         assert d["comment"] == ["'mft run'"]
         assert "wckey" not in d  # submitit's own default would be --wckey=submitit
+        assert d["constraint"] == ["'a100&ib'"]  # quoted: & is special to the shell
 
 
 def test_chunked_arrays_render_offsets(tmp_path):
@@ -260,3 +262,24 @@ array_throttle: 3
             assert directives(text)["array"] == [array], name
             assert f"index=$(( ${{SLURM_ARRAY_TASK_ID:-0}} + {offset} ))" in text, name
             assert directives(text)["job-name"] == [base]  # one name: squeue and logs group the chunks
+
+
+def slurm_mbytes(value: str) -> int | None:
+    """Slurm's own reading of --mem (str_to_mbytes): an integer, then K/M/G/T optionally followed
+    by B; anything else (e.g. '7.5GB') is rejected by sbatch."""
+    match = re.fullmatch(r"(\d+)(?:([KkMmGgTt])[Bb]?)?", value)
+    if not match:
+        return None
+    number, unit = int(match.group(1)), (match.group(2) or "M").upper()
+    return {"K": -(-number // 1024), "M": number, "G": number * 1024, "T": number * 1024 * 1024}[unit]
+
+
+@pytest.mark.parametrize("mem_gb", [480, 7.5, 0.5])
+def test_memory_is_a_value_sbatch_accepts(tmp_path, mem_gb):
+    """`mem_gb` is a float in the recipe; the directive must still be whole units, at least as much."""
+    scripts = render(tmp_path, "recipes/qwen_competition_eval.yaml", "slurm-generic",
+                     [f"generate.resources.mem_gb={mem_gb}"])
+    (value,) = directives(scripts["mft.qwen_competition_eval.generate.sbatch"])["mem"]
+    mbytes = slurm_mbytes(value)
+    assert mbytes is not None, f"sbatch rejects --mem={value}"
+    assert mbytes >= mem_gb * 1024
