@@ -187,3 +187,16 @@ def test_model_config_json_is_read_without_crashing(tmp_path):
     r = recipe(f"model.path={model}", "train.seq_length=64", "train.per_device_train_batch_size=1")
     plan = build_plan(r, generic())
     assert [j.stage for j in plan.jobs][0] == "train"
+
+
+def test_admin_profile_directory_wins_over_the_builtin_one(tmp_path, monkeypatch):
+    site = tmp_path / "site-profiles"
+    site.mkdir()
+    (site / "slurm-generic.yaml").write_text("name: slurm-generic\ngpus_per_node: 4\nmax_time: '12:00:00'\n")
+    monkeypatch.setenv("MFTLAUNCH_PROFILES", str(site))
+    profile = load_profile("slurm-generic")
+    assert profile.gpus_per_node == 4
+    with pytest.raises(ConfigError) as err:
+        build_plan(recipe(), profile)
+    text = "\n".join(err.value.problems)
+    assert "have 4" in text and "longer than the profile's max_time (12:00:00)" in text

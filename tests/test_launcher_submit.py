@@ -172,3 +172,20 @@ def test_two_submissions_get_two_run_directories(fake, tmp_path, capsys):
     assert main(["submit", str(recipe), "--profile", "test-cluster"]) == 0
     runs = sorted(p.name for p in (tmp_path / "runs").iterdir())
     assert len(runs) == 2 and runs[0] != runs[1]
+
+
+def test_default_profile_follows_sbatch_and_the_recipe(fake, tmp_path, monkeypatch, capsys):
+    """No --profile: the recipe's profile where sbatch is on PATH ($MFTLAUNCH_PROFILE first),
+    the local profile where it is not."""
+    recipe = str(Path(__file__).resolve().parent.parent / "recipes" / "qwen_competition_eval.yaml")
+    assert main(["validate", recipe]) == 0
+    assert "for profile 'slurm-generic'" in capsys.readouterr().out
+    monkeypatch.setenv("MFTLAUNCH_PROFILE", "example-pyxis-reservation")
+    assert main(["validate", recipe]) == 0
+    assert "for profile 'example-pyxis-reservation'" in capsys.readouterr().out
+    empty = tmp_path / "no-slurm-here"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert main(["validate", recipe]) == 1  # local profile: no GPUs for generate
+    err = capsys.readouterr().err
+    assert "asks for 1 GPUs per node, but nodes of profile 'local' have 0" in err
