@@ -31,6 +31,10 @@ Decisions worth knowing:
   left padding with an attention mask; HF derives position ids from the mask, so a batched greedy
   row equals the same prompt generated alone (tests/test_generate.py checks it).
 - Precision: bf16/fp16/fp32 from the recipe on GPU; CPU always runs fp32.
+- Decoding parameters the recipe does not set (e.g. `repetition_penalty`) come from the model's
+  own generation_config.json, as they do in the reference harness's `generate` call; the sidecar
+  records that config. Sampling seeds are per batch, so a resumed sampled run is not bit-identical
+  to an uninterrupted one (greedy runs are).
 - GPU speed levers (off by default): `static_cache` (HF static KV cache, prompts padded to a
   multiple of 64 so few shapes occur) and `compile` (torch.compile of the decode step, needs the
   static cache). Environment overrides for plan items: MFTLAUNCH_GEN_STATIC_CACHE=1,
@@ -244,8 +248,8 @@ class HFEngine:
         tokenizer = load_tokenizer(tokenizer_path or model_path, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
             str(model_path), dtype=torch_dtype, attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code,
-        ).to(device).eval()
+            trust_remote_code=trust_remote_code, device_map=None if device == "cpu" else device,
+        ).eval()
         return cls(model, tokenizer, eos_token_ids(tokenizer, model, eos_strings))
 
     def encode(self, prompt: str) -> list[int]:
@@ -520,11 +524,20 @@ def generate_benchmark(
     atomic_write_json(sidecar, {
         "benchmark": benchmark, "model_name": model_name, "model": model_id, "backend": engine.name,
         "prompt_format": asdict(fmt), "stop": stop, "eos_ids": engine.eos_ids, "dtype": dtype,
-        "settings": asdict(settings), "fingerprint": fingerprint, "counts": counts, "problems": raw,
+        "settings": asdict(settings), "fingerprint": fingerprint, "counts": counts,
+        "model_generation_config": _model_generation_config(engine), "problems": raw,
     })
     atomic_write_json(final, generations)
     progress.path.unlink(missing_ok=True)
     return counts
+
+
+def _model_generation_config(engine: Any) -> dict[str, Any]:
+    config = getattr(getattr(engine, "model", None), "generation_config", None)
+    try:
+        return json.loads(config.to_json_string(use_diff=True)) if config is not None else {}
+    except (AttributeError, TypeError, ValueError):
+        return {}
 
 
 # ---------------------------------------------------------------------------------------------

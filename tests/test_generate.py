@@ -94,6 +94,13 @@ def test_batched_greedy_equals_one_at_a_time(engine):
     assert all(r.new_tokens == 24 for r in alone)
 
 
+def test_static_cache_gives_the_same_greedy_rows(engine):
+    rows = rows_for(engine, PROMPTS[:4], 12)
+    dynamic = engine.generate(gen.sort_rows(rows), None, gen.DecodeSettings(max_new_tokens=12))
+    static = engine.generate(gen.sort_rows(rows), None, gen.DecodeSettings(max_new_tokens=12, static_cache=True))
+    assert static == dynamic
+
+
 def test_the_equality_test_can_fail(engine):
     """Without the attention mask the padded rows change: the model is context-sensitive enough
     for the batched == single test above to catch a padding bug."""
@@ -166,6 +173,7 @@ def test_output_files_names_and_shape(model_dir, data_dir, tmp_path):
     assert all(p.startswith('"""\nWrite a function to add numbers.') for sample in programs for p in sample)
     raw = read_json(tmp_path / "generations_mbpp_tiny.raw.json")
     assert [p["index"] for p in raw["problems"]] == [0, 1, 2, 3, 4]
+    assert raw["model_generation_config"]["eos_token_id"] == 0
     first = raw["problems"][0]
     assert first["prompt"].startswith("<|im_start|>system") and first["prompt_tokens"] > 10
     assert len(first["completions"]) == len(first["new_tokens"]) == len(first["finish"]) == 2
