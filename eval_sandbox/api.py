@@ -74,7 +74,8 @@ def _run(backend: Backend, step: Step, scratch_root: str, work: str, shm: str, m
 
 
 def execute(language: str, program: str, *, limits: Limits | None = None, backend: str | Backend = "auto",
-            timeout: float | None = None, compile_limits: Limits | None = None) -> ExecResult:
+            timeout: float | None = None, compile_limits: Limits | None = None,
+            image: str | None = None) -> ExecResult:
     """Compile (if needed) and run one FULL test program (solution + tests) in the sandbox.
 
     language:        python | js | java | cpp | go | rust (aliases: javascript, c++, ...)
@@ -84,13 +85,14 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
                      "apptainer", "none" (no isolation; explicit opt-in), or a Backend instance
     timeout:         wall-clock seconds of the run step (overrides ``limits.wall_timeout_s``)
     compile_limits:  limits of the compile step (default: per-language)
+    image:           Apptainer image (.sif) for backend="apptainer" (default $MFTLAUNCH_SANDBOX_IMAGE)
 
     Never raises for anything the program does; raises ``SandboxUnavailable`` / ``ValueError``
     for a missing backend or an unknown language.
     """
     runner = get_runner(language)
     lang = runner.language
-    be = get_backend(backend) if isinstance(backend, str) else backend
+    be = get_backend(backend, image=image) if isinstance(backend, str) else backend
     run_limits = limits or default_limits(lang, "run")
     if timeout is not None:
         run_limits = run_limits.replace(wall_timeout_s=float(timeout))
@@ -147,7 +149,7 @@ def execute_many(jobs: list[tuple[str, str]], workers: int = 1, **kw) -> list[Ex
     process tree); results come back in the order of ``jobs``. ``kw`` goes to :func:`execute`.
     An unexpected internal error in one job is reported as status ``killed`` for that job."""
     backend = kw.pop("backend", "auto")
-    be = get_backend(backend) if isinstance(backend, str) else backend
+    be = get_backend(backend, image=kw.pop("image", None)) if isinstance(backend, str) else backend
 
     def one(job):
         lang, prog = job

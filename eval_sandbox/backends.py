@@ -196,7 +196,7 @@ class NoneBackend(Backend):
 BACKENDS = ("auto", "bubblewrap", "apptainer", "none")
 
 
-def get_backend(name: str = "auto") -> Backend:
+def get_backend(name: str = "auto", image: str | None = None) -> Backend:
     """Resolve a backend name. ``auto`` = bubblewrap if it works here, else apptainer if an
     image is configured; never silently ``none``."""
     name = name or "auto"
@@ -206,15 +206,15 @@ def get_backend(name: str = "auto") -> Backend:
             raise SandboxUnavailable(why)
         return BubblewrapBackend()
     if name == "apptainer":
-        return ApptainerBackend()
+        return ApptainerBackend(image=image)
     if name == "none":
         return NoneBackend()
     if name == "auto":
         ok, why = bubblewrap_works()
         if ok:
             return BubblewrapBackend()
-        if os.environ.get("MFTLAUNCH_SANDBOX_IMAGE") and (shutil.which("apptainer") or shutil.which("singularity")):
-            return ApptainerBackend()
+        if (image or os.environ.get("MFTLAUNCH_SANDBOX_IMAGE")) and (shutil.which("apptainer") or shutil.which("singularity")):
+            return ApptainerBackend(image=image)
         raise SandboxUnavailable(f"no sandbox backend works here ({why}); install bubblewrap, "
                                  "set MFTLAUNCH_SANDBOX_IMAGE for apptainer, or pass backend='none' "
                                  "explicitly on a throwaway machine")

@@ -19,7 +19,7 @@ MFTLAUNCH_RUSTC / _CARGO       default /usr/bin/rustc, /usr/bin/cargo
 MFTLAUNCH_CARGO_REGISTRY       Debian crate sources (default /usr/share/cargo/registry)
 =============================  =====================================================
 
-``python -m eval_sandbox.toolchain --prepare`` builds the Rust rlibs and the harness
+``python -m eval_sandbox prepare [--dir DIR]`` builds the Rust rlibs and the harness
 object, warms the Go build cache and prints what it found.
 """
 from __future__ import annotations
@@ -203,7 +203,7 @@ def _rust_deps_dirs() -> list[Path]:
     return out
 
 
-def rust_deps(build: bool = True) -> dict:
+def rust_deps(build: bool = True, into: Path | None = None) -> dict:
     """Prebuilt rlibs for the crates every HumanEvalPack Rust program ``use``s.
 
     Returns ``{"deps_dir": str, "externs": {crate: rlib path}}``. Built (offline, with
@@ -213,13 +213,14 @@ def rust_deps(build: bool = True) -> dict:
     rustc = rustc_exe()
     key = hashlib.sha256((_rustc_version(rustc) + _support.RAND_SHIM_LIB
                           + _support.RUST_DEPS_CARGO_TOML).encode()).hexdigest()[:12]
-    for base in _rust_deps_dirs():
+    candidates = [into] if into is not None else _rust_deps_dirs()
+    for base in candidates:
         manifest = base / key / "deps.json"
         if manifest.exists():
             return json.loads(manifest.read_text())
     if not build:
-        raise FileNotFoundError("Rust crates not prepared; run `python -m eval_sandbox.toolchain --prepare`")
-    for base in _rust_deps_dirs():
+        raise FileNotFoundError("Rust crates not prepared; run `python -m eval_sandbox prepare`")
+    for base in candidates:
         try:
             base.mkdir(parents=True, exist_ok=True)
             if os.access(base, os.W_OK):
@@ -309,7 +310,7 @@ def prepare(verbose: bool = True) -> dict:
     info = describe()
     info["harness_object"] = str(harness_object())
     try:
-        info["rust_deps"] = rust_deps(build=True)
+        info["rust_deps"] = rust_deps(build=True, into=toolchain_dir() / "rust")
     except Exception as e:  # noqa: BLE001 - reported, not fatal: other languages still work
         info["rust_deps_error"] = str(e)
     go_cache_dir()
