@@ -113,7 +113,7 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
 
     try:
         ctx = Context(scratch=work, cwd=be.cwd_in_sandbox(work), marker=marker, token=token,
-                      compile_limits=c_limits, run_limits=run_limits)
+                      compile_limits=c_limits, run_limits=run_limits, paths=be.paths())
         compile_step, run_step_ = runner.build(program, ctx)
         if compile_step is not None:
             res = _run(be, compile_step, root, work, shm, marker)

@@ -74,6 +74,10 @@ class Backend:
     def cwd_in_sandbox(self, scratch: str) -> str:
         return SANDBOX_CWD if self.remaps_scratch else scratch
 
+    def paths(self) -> toolchain.Paths:
+        """Toolchain paths as the sandboxed command sees them (the host's, by default)."""
+        return toolchain.Paths()
+
 
 def _prlimit() -> str:
     p = shutil.which("prlimit", path=toolchain.SANDBOX_PATH)
@@ -154,6 +158,10 @@ class ApptainerBackend(Backend):
         # Apptainer refuses nothing as root, but untrusted code must still not be uid 0.
         return toolchain.sandbox_ids()
 
+    def paths(self) -> toolchain.Paths:
+        """Read ``toolchain.json`` from the image once (written by ``prepare`` at build time)."""
+        return _image_paths(self.apptainer, self.image)
+
     def wrap(self, argv, *, scratch, shm, env, limits, mounts):
         a = [self.apptainer, "exec", "--containall", "--no-home", "--net", "--network", "none",
              "--bind", f"{scratch}:{SANDBOX_CWD}:rw"]
@@ -168,6 +176,17 @@ class ApptainerBackend(Backend):
             a += ["--env", f"{k}={v}"]
         a += [self.image, "/usr/bin/prlimit", *limits.prlimit_args(), "--", *argv]
         return a
+
+
+@functools.lru_cache(maxsize=None)
+def _image_paths(apptainer: str, image: str) -> toolchain.Paths:
+    path = f"{toolchain.SYSTEM_OPT_TOOLCHAIN}/{toolchain.MANIFEST_NAME}"
+    r = subprocess.run([apptainer, "exec", "--containall", "--no-home", image, "cat", path],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise SandboxUnavailable(f"cannot read {path} from {image}: {r.stderr.strip()[:300]}")
+    import json
+    return toolchain.ManifestPaths(json.loads(r.stdout))
 
 
 class NoneBackend(Backend):

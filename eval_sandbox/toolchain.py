@@ -308,12 +308,19 @@ def describe() -> dict:
 
 def prepare(verbose: bool = True) -> dict:
     info = describe()
-    info["harness_object"] = str(harness_object())
+    obj = harness_object()
+    dest = toolchain_dir() / obj.name
+    if os.access(toolchain_dir(), os.W_OK) and not dest.exists():
+        shutil.copy2(obj, dest)
+        os.chmod(dest, 0o644)
+    info["harness_object"] = str(dest if dest.exists() else obj)
     try:
         info["rust_deps"] = rust_deps(build=True, into=toolchain_dir() / "rust")
     except Exception as e:  # noqa: BLE001 - reported, not fatal: other languages still work
         info["rust_deps_error"] = str(e)
     go_cache_dir()
+    if os.access(toolchain_dir(), os.W_OK):
+        info["manifest"] = str(write_manifest(info))
     if verbose:
         print(json.dumps(info, indent=1))
     return info
@@ -336,3 +343,94 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------- paths seen by the sandbox
+
+MANIFEST_NAME = "toolchain.json"
+
+
+class Paths:
+    """Toolchain paths as the *sandboxed* command sees them. For bubblewrap and none that is
+    the host; the apptainer backend uses :class:`ManifestPaths`, read from the image."""
+
+    def python(self) -> str:
+        return python_exe()
+
+    def node(self) -> str:
+        return node_exe() or "node"
+
+    def node_path(self) -> str | None:
+        return node_path()
+
+    def gxx(self) -> str:
+        return _which("g++") or "g++"
+
+    def go(self) -> str:
+        return go_exe() or "go"
+
+    def gopath(self) -> str:
+        return go_path()
+
+    def go_cache(self) -> str:
+        return str(go_cache_dir())
+
+    def rustc(self) -> str:
+        return rustc_exe()
+
+    def rust_deps(self) -> dict:
+        return rust_deps()
+
+    def harness_object(self) -> str:
+        return str(harness_object())
+
+
+class ManifestPaths(Paths):
+    """Paths from a ``toolchain.json`` written by ``prepare`` inside an image."""
+
+    def __init__(self, manifest: dict):
+        self.m = manifest
+
+    def python(self):
+        return self.m.get("python") or "/usr/bin/python3"
+
+    def node(self):
+        return self.m.get("node") or "/usr/bin/node"
+
+    def node_path(self):
+        return self.m.get("node_path")
+
+    def gxx(self):
+        return self.m.get("gxx") or "/usr/bin/g++"
+
+    def go(self):
+        return self.m.get("go") or "/usr/bin/go"
+
+    def gopath(self):
+        return self.m.get("gopath") or "/usr/share/gocode"
+
+    def rustc(self):
+        return self.m.get("rustc") or "/usr/bin/rustc"
+
+    def rust_deps(self):
+        if not self.m.get("rust_deps"):
+            raise FileNotFoundError("the image's toolchain.json has no Rust crates")
+        return self.m["rust_deps"]
+
+    def harness_object(self):
+        if not self.m.get("harness_object"):
+            raise FileNotFoundError("the image's toolchain.json has no harness object")
+        return self.m["harness_object"]
+
+
+def write_manifest(info: dict) -> Path:
+    """Record the prepared paths (``prepare`` calls this) for ManifestPaths."""
+    p = toolchain_dir() / MANIFEST_NAME
+    m = {
+        "python": python_exe(), "node": node_exe(), "node_path": node_path(), "gxx": _which("g++"),
+        "go": go_exe(), "gopath": go_path(), "rustc": rustc_exe(),
+        "rust_deps": info.get("rust_deps"), "harness_object": info.get("harness_object"),
+    }
+    p.write_text(json.dumps(m, indent=1))
+    os.chmod(p, 0o644)
+    return p

@@ -18,6 +18,7 @@ class Context:
     token: str            # per-run random identifier (for renamed helpers)
     compile_limits: Limits | None
     run_limits: Limits
+    paths: toolchain.Paths = field(default_factory=toolchain.Paths)
 
 
 @dataclass

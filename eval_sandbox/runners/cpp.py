@@ -10,10 +10,10 @@ Hardening of the verdict (the program text precedes the tests in the same file):
 """
 from __future__ import annotations
 
+import os
 import re
-import shutil
 
-from .. import toolchain
+from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
 _ASSERT = re.compile(r"(?<![\w.>:$])assert(\s*\()")
@@ -41,15 +41,12 @@ class CppRunner(Runner):
 
     def build(self, program, ctx: Context):
         write(ctx, "test.cpp", harden_asserts(program, ctx.token))
-        obj = toolchain.harness_object()
-        with open(obj, "rb") as f:
-            write(ctx, "mft_harness.o", f.read())
+        obj = ctx.paths.harness_object()
         env = base_env(ctx)
-        gxx = shutil.which("g++", path=toolchain.SANDBOX_PATH) or "g++"
-        compile_ = [gxx, "-std=c++17", "-o", f"{ctx.cwd}/prog", f"{ctx.cwd}/test.cpp",
-                    f"{ctx.cwd}/mft_harness.o", "-Wl,--wrap=main", "-lcrypto", "-lssl"]
+        compile_ = [ctx.paths.gxx(), "-std=c++17", "-o", f"{ctx.cwd}/prog", f"{ctx.cwd}/test.cpp",
+                    obj, "-Wl,--wrap=main", "-lcrypto", "-lssl"]
         run = [f"{ctx.cwd}/prog"]
-        return (Step(compile_, ctx.compile_limits, env),
+        return (Step(compile_, ctx.compile_limits, env, Mounts(ro=[os.path.dirname(obj)])),
                 Step(run, ctx.run_limits, env, stdin=(ctx.marker + "\n").encode(), watch_marker=True))
 
     def classify_run(self, res, stdout, stderr):

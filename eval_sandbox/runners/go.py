@@ -8,7 +8,7 @@ is disabled); the test binary runs without it.
 """
 from __future__ import annotations
 
-from .. import _support, toolchain
+from .. import _support
 from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
@@ -19,12 +19,12 @@ class GoRunner(Runner):
     def build(self, program, ctx: Context):
         write(ctx, "main_test.go", program)
         write(ctx, "zz_mft_harness_test.go", _support.GO_HARNESS)
-        cache = str(toolchain.go_cache_dir())
+        cache = ctx.paths.go_cache()
         env = base_env(ctx)
-        env.update({"GO111MODULE": "off", "GOPATH": toolchain.go_path(), "GOCACHE": cache,
+        env.update({"GO111MODULE": "off", "GOPATH": ctx.paths.gopath(), "GOCACHE": cache,
                     "CGO_ENABLED": "0", "GOFLAGS": "", "GOMAXPROCS": "4", "GOPROXY": "off",
                     "GOENV": "off"})
-        go = toolchain.go_exe() or "go"
+        go = ctx.paths.go()
         compile_ = [go, "test", "-c", "-vet=off", "-o", f"{ctx.cwd}/prog.test",
                     f"{ctx.cwd}/main_test.go", f"{ctx.cwd}/zz_mft_harness_test.go"]
         run_env = base_env(ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .. import _support, toolchain
+from .. import _support
 from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
@@ -28,11 +28,11 @@ class JsRunner(Runner):
         env = base_env(ctx)
         env["UV_THREADPOOL_SIZE"] = "2"
         mounts = Mounts()
-        np = toolchain.node_path()
+        np = ctx.paths.node_path()
         if np:
             env["NODE_PATH"] = np
             mounts.ro.append(np)
-        node = toolchain.node_exe() or "node"
+        node = ctx.paths.node()
         argv = [node, "--v8-pool-size=2", "--require", prelude, f"{ctx.cwd}/test.js"]
         stdin = f"{ctx.marker}\n{name}\n".encode()
         return None, Step(argv, ctx.run_limits, env, mounts, stdin=stdin, watch_marker=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 import re
 
-from .. import toolchain
 from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
@@ -30,19 +29,18 @@ class RustRunner(Runner):
 
     def build(self, program, ctx: Context):
         write(ctx, "test.rs", harden_asserts(program))
-        with open(toolchain.harness_object(), "rb") as f:
-            write(ctx, "mft_harness.o", f.read())
-        deps = toolchain.rust_deps()
-        argv = [toolchain.rustc_exe(), "--edition", "2021", "--test", "-C", "debuginfo=0",
+        obj = ctx.paths.harness_object()
+        deps = ctx.paths.rust_deps()
+        argv = [ctx.paths.rustc(), "--edition", "2021", "--test", "-C", "debuginfo=0",
                 "--crate-name", "test", "-L", f"dependency={deps['deps_dir']}"]
         for crate, path in sorted(deps["externs"].items()):
             argv += ["--extern", f"{crate}={path}"]
-        argv += ["-C", f"link-arg={ctx.cwd}/mft_harness.o", "-C", "link-arg=-Wl,--wrap=main",
+        argv += ["-C", f"link-arg={obj}", "-C", "link-arg=-Wl,--wrap=main",
                  "-o", f"{ctx.cwd}/prog", f"{ctx.cwd}/test.rs"]
         env = base_env(ctx)
         run_env = base_env(ctx)
         run_env.update({"RUST_TEST_THREADS": "2", "RUST_BACKTRACE": "0"})
-        mounts = Mounts(ro=[os.path.dirname(deps["deps_dir"])])
+        mounts = Mounts(ro=[os.path.dirname(deps["deps_dir"]), os.path.dirname(obj)])
         return (Step(argv, ctx.compile_limits, env, mounts),
                 Step([f"{ctx.cwd}/prog"], ctx.run_limits, run_env,
                      stdin=(ctx.marker + "\n").encode(), watch_marker=True))
