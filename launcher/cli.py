@@ -71,7 +71,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from launcher.submit import load, submit, wait_local
 
     started = time.perf_counter()
-    loaded = load(args.recipe, args.profile, args.overrides, check_paths=True)
+    loaded = load(args.recipe, args.profile, args.overrides, check_paths=True, submitting=True)
     run = submit(loaded)
     print(f"submitted {loaded.recipe.name} to profile '{loaded.profile.name}' in {time.perf_counter() - started:.2f}s")
     print(f"run directory: {run.root}")

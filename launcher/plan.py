@@ -34,6 +34,7 @@ class ResolvedResources:
     mem_gb: Optional[float]
     time_minutes: int
     max_restarts: int
+    constraint: Optional[str] = None
 
 
 @dataclass
@@ -149,6 +150,7 @@ def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: l
         mem_gb=res.mem_gb,
         time_minutes=res.time_minutes,
         max_restarts=res.max_restarts,
+        constraint=res.constraint,
     )
 
 
@@ -190,22 +192,22 @@ def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list["Problem
             problems.append((("data_dir",), f"{data_dir} is not a directory (`mftlaunch data fetch --dest {data_dir}`)"))
 
 
-def _memory_notes(recipe: Recipe, problems: list["Problem"], notes: list[str]) -> None:
-    """Ask the training side's memory model (plain JSON maths, no torch) when it is available."""
+def _memory_notes(recipe: Recipe, profile: Profile, problems: list["Problem"], notes: list[str]) -> None:
+    """Per-GPU memory estimate of the training stage from the model's config.json (plain JSON maths,
+    no torch); refuses a recipe that cannot fit when the profile states its GPUs' memory."""
+    from jobs.training import memory
+
     train = recipe.stages.train
-    if not train or _is_builtin(recipe.model.path):
+    if not train:
         return
-    config = Path(recipe.model.path) / "config.json"
-    if not config.is_file():
+    config = memory.load_model_config(recipe.model.path)
+    if config is None:  # the model lives where only the compute nodes see it
         return
-    try:
-        from jobs.training import memory
-    except ImportError:
-        return
-    estimate = memory.estimate_for_recipe(recipe, config)
-    notes.append(estimate.summary())
-    if not estimate.fits:
-        problems.append((("stages", "train"), estimate.summary()))
+    estimate = memory.estimate(config, train, recipe.model.dtype)
+    notes.append(f"train memory estimate: {estimate.summary()}")
+    if profile.gpu_mem_gb and train.resources.gpus_per_node:
+        for message in memory.problems(estimate, train, profile.gpu_mem_gb):
+            problems.append((("stages", "train"), message))
 
 
 Problem = tuple[tuple, str]
@@ -245,7 +247,7 @@ def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source:
             job.dependency_type = kind
         jobs.append(job)
         previous = job
-    _memory_notes(recipe, problems, notes)
+    _memory_notes(recipe, profile, problems, notes)
     if paths:
         check_paths(recipe, data_dir, problems)
     if problems:

@@ -53,6 +53,7 @@ class Resources(StrictModel):
     mem_gb: Optional[float] = Field(None, gt=0)
     time: Union[int, str] = "01:00:00"
     partition: Optional[str] = None
+    constraint: Optional[str] = Field(None, description="node features, e.g. a GPU type; overrides the profile's")
     max_restarts: int = Field(3, ge=0, description="requeue cap after USR2 / preemption")
 
     @field_validator("time")
@@ -308,6 +309,22 @@ class Stages(StrictModel):
     def present(self) -> list[str]:
         return [name for name in ("train", "merge", "generate", "evaluate", "collect") if getattr(self, name) is not None]
 
+    @model_validator(mode="after")
+    def _chain(self) -> "Stages":
+        present = self.present()
+        if not present:
+            raise ValueError("stages: at least one of train, merge, generate, evaluate, collect is needed")
+        s = self
+        if s.merge and not s.train:
+            raise ValueError("stages.merge needs stages.train (merge combines the trained adapter with the base)")
+        if s.train and s.generate and not s.merge:
+            raise ValueError("stages.generate after training needs stages.merge (generation loads a plain HF model)")
+        if s.evaluate and not s.generate:
+            raise ValueError("stages.evaluate needs stages.generate (it scores the generations)")
+        if s.collect and not s.evaluate:
+            raise ValueError("stages.collect needs stages.evaluate")
+        return self
+
 
 class Recipe(StrictModel):
     name: str
@@ -325,22 +342,6 @@ class Recipe(StrictModel):
         if not NAME_RE.match(value):
             raise ValueError("name may hold letters, digits, '_', '.', '-' only (it becomes part of Slurm job names)")
         return value
-
-    @model_validator(mode="after")
-    def _stage_chain(self) -> "Recipe":
-        present = self.stages.present()
-        if not present:
-            raise ValueError("stages: at least one of train, merge, generate, evaluate, collect is needed")
-        s = self.stages
-        if s.merge and not s.train:
-            raise ValueError("stages.merge needs stages.train (merge combines the trained adapter with the base)")
-        if s.train and s.generate and not s.merge:
-            raise ValueError("stages.generate after training needs stages.merge (generation loads a plain HF model)")
-        if s.evaluate and not s.generate:
-            raise ValueError("stages.evaluate needs stages.generate (it scores the generations)")
-        if s.collect and not s.evaluate:
-            raise ValueError("stages.collect needs stages.evaluate")
-        return self
 
     @property
     def benchmarks(self) -> list[str]:
@@ -394,6 +395,8 @@ def anchor_paths(recipe: Recipe, base: Path) -> Recipe:
             ds.path = _anchor(ds.path, base)
     if recipe.stages.generate:
         recipe.stages.generate.model_path = _anchor(recipe.stages.generate.model_path, base)
+    if recipe.stages.evaluate:
+        recipe.stages.evaluate.apptainer_image = _anchor(recipe.stages.evaluate.apptainer_image, base)
     return recipe
 
 

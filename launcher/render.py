@@ -14,6 +14,7 @@ script serves `submit`, `resume` and golden-file tests.
 """
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from typing import Any
@@ -54,10 +55,10 @@ def sbatch_parameters(job: PlannedJob, profile: Profile, run: RunDir, count: int
         "ntasks_per_node": res.tasks_per_node,
         "partition": res.partition,
         "cpus_per_task": res.cpus_per_task,
-        "mem": f"{res.mem_gb:g}GB" if res.mem_gb else None,
+        "mem": f"{math.ceil(res.mem_gb)}GB" if res.mem_gb else None,  # sbatch takes whole units
         "account": profile.account,
         "qos": profile.qos,
-        "constraint": profile.constraint,
+        "constraint": res.constraint or profile.constraint,
         "exclusive": True if profile.exclusive else None,
         "wckey": profile.wckey,  # None: no --wckey line (submitit's default would add one)
         "stderr_to_stdout": True,

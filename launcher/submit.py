@@ -36,20 +36,23 @@ class Loaded:
     source: YamlSource
 
 
-def choose_profile(cli: Optional[str], recipe: Recipe) -> str:
-    """--profile, else `local` when there is no sbatch here, else $MFTLAUNCH_PROFILE or the recipe's."""
+def choose_profile(cli: Optional[str], recipe: Recipe, *, submitting: bool = True) -> str:
+    """--profile, else (when submitting) `local` if there is no sbatch here, else $MFTLAUNCH_PROFILE
+    or the recipe's. `validate` and `plan` submit nothing, so they honour the recipe's profile
+    even on a laptop without Slurm."""
     if cli:
         return cli
-    if shutil.which("sbatch") is None:
+    if submitting and shutil.which("sbatch") is None:
         return "local"
     return os.environ.get(PROFILE_ENV) or recipe.profile or "local"
 
 
-def load(recipe_path: str, profile_name: Optional[str] = None, overrides: list[str] = (), *, check_paths: bool) -> Loaded:
+def load(recipe_path: str, profile_name: Optional[str] = None, overrides: list[str] = (), *, check_paths: bool,
+         submitting: bool = False) -> Loaded:
     """Recipe + profile + plan, or ConfigError with every problem found."""
     source = load_yaml(Path(recipe_path))
     recipe = recipe_from_source(source, overrides)
-    profile = load_profile(choose_profile(profile_name, recipe))
+    profile = load_profile(choose_profile(profile_name, recipe, submitting=submitting))
     plan = build_plan(recipe, profile, paths=check_paths, source=source)
     return Loaded(recipe, profile, plan, source)
 
@@ -126,7 +129,7 @@ def submit_slurm(run: RunDir, plan: Plan, profile: Profile, manifest: dict[str, 
     `only` (for resume) maps stage → indices to run; stages absent from it are skipped.
     On any failure the ids submitted by this call are cancelled and the error re-raised."""
     submitted: list[str] = []
-    previous_ids: list[str] = []
+    previous: dict[int, str] = {}  # chunk offset → job id of the stage before
     attempt = {"time": datetime.now().isoformat(timespec="seconds"), "jobs": {}}
     manifest.setdefault("attempts", []).append(attempt)
     try:
@@ -134,19 +137,24 @@ def submit_slurm(run: RunDir, plan: Plan, profile: Profile, manifest: dict[str, 
             indices = None if only is None else only.get(job.stage)
             if only is not None and not indices:
                 continue
-            ids = []
+            current: dict[int, str] = {}
             for chunk, (offset, count) in enumerate(job.chunks):
                 wanted, array = _array_override(job, offset, count, indices, profile.array_throttle)
                 if not wanted:
                     continue
-                dep = dependency_spec(job.dependency_type, previous_ids) if previous_ids and job.dependency_type else None
+                # aftercorr pairs element i with element i of the *same chunk* upstream
+                if job.dependency_type == "aftercorr" and offset in previous:
+                    upstream = [previous[offset]]
+                else:
+                    upstream = list(previous.values())
+                dep = dependency_spec(job.dependency_type, upstream) if upstream and job.dependency_type else None
                 job_id = slurm.sbatch(run.script(job.name, chunk), dependency=dep, array=array)
-                ids.append(job_id)
+                current[offset] = job_id
                 submitted.append(job_id)
                 attempt["jobs"].setdefault(job.stage, []).append({"id": job_id, "offset": offset, "array": array})
                 manifest["jobs"][job.stage] = attempt["jobs"][job.stage]
                 atomic_write_json(run.manifest_file, manifest)
-            previous_ids = ids
+            previous = current
     except Exception:
         if submitted:
             try:

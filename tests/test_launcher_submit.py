@@ -175,8 +175,8 @@ def test_two_submissions_get_two_run_directories(fake, tmp_path, capsys):
 
 
 def test_default_profile_follows_sbatch_and_the_recipe(fake, tmp_path, monkeypatch, capsys):
-    """No --profile: the recipe's profile where sbatch is on PATH ($MFTLAUNCH_PROFILE first),
-    the local profile where it is not."""
+    """No --profile: the recipe's profile ($MFTLAUNCH_PROFILE first); `submit` on a machine
+    without sbatch uses the local profile, while `validate` keeps checking the recipe's."""
     recipe = str(Path(__file__).resolve().parent.parent / "recipes" / "qwen_competition_eval.yaml")
     assert main(["validate", recipe]) == 0
     assert "for profile 'slurm-generic'" in capsys.readouterr().out
@@ -186,6 +186,8 @@ def test_default_profile_follows_sbatch_and_the_recipe(fake, tmp_path, monkeypat
     empty = tmp_path / "no-slurm-here"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    assert main(["validate", recipe]) == 1  # local profile: no GPUs for generate
+    assert main(["validate", recipe]) == 0
+    assert "for profile 'example-pyxis-reservation'" in capsys.readouterr().out
+    assert main(["submit", recipe]) == 1  # local profile: no GPUs for generate
     err = capsys.readouterr().err
     assert "asks for 1 GPUs per node, but nodes of profile 'local' have 0" in err

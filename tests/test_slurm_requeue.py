@@ -12,7 +12,7 @@ import yaml
 
 from launcher.cli import main
 from launcher.rundir import RunDir, read_json
-from tests.test_slurm_pipeline import submit, wait_final
+from test_slurm_pipeline import submit, wait_final
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 BENCH = "humanevalsynthesize-python"
