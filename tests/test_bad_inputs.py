@@ -104,3 +104,22 @@ def test_cli_binary_exit_code(env, tmp_path):
     assert "unknown_key_typo.yaml:6" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert fake.calls("sbatch") == []
+
+
+@pytest.mark.slurm
+def test_real_cluster_queue_stays_empty(slurm, tmp_path, monkeypatch, capsys):
+    """The whole corpus submitted to the real test cluster: every case refused, queue untouched."""
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("MFTLAUNCH_DATA_DIR", str(data))
+    def newest_job_id() -> int:
+        ids = slurm.run(["sacct", "-n", "-X", "-a", "-S", "now-1days", "-o", "JobID%30"]).stdout.split()
+        ids += slurm.run(["squeue", "-h", "-o", "%i"]).stdout.split()
+        return max([int(i.split("_")[0]) for i in ids if i.split("_")[0].isdigit()] or [0])
+
+    before = newest_job_id()
+    for case in CASES:
+        assert main(_args("submit", case)) == 1, case["id"]
+        capsys.readouterr()
+    assert newest_job_id() == before, "a refused recipe reached the cluster"
