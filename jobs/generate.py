@@ -150,6 +150,34 @@ class RowResult:
 # the HF engine
 
 
+class IncrementalText:
+    """Decoded new text of growing token lists, decoding a short window per step (the streaming
+    detokenizer of TGI and HF's TextStreamer): the per-step stop check then costs O(1) per row,
+    not O(tokens so far). A window that ends inside a multi-byte character waits for the next
+    token. `contexts` are a few prompt tokens in front of the new ones, so a tokenizer that drops
+    the first token's leading space (SentencePiece) still shows the indentation."""
+
+    def __init__(self, tokenizer, contexts: Sequence[Sequence[int]]):
+        self.tokenizer = tokenizer
+        self.seqs = [list(c) for c in contexts]
+        self.prefix = [0] * len(self.seqs)
+        self.read = [len(c) for c in self.seqs]
+        self.text = [""] * len(self.seqs)
+
+    def push(self, rows: Sequence[int], tokens: Sequence[int]) -> None:
+        """Append token `tokens[i]` to row `rows[i]` and bring `text` up to date."""
+        for row, token in zip(rows, tokens):
+            self.seqs[row].append(token)
+        before = [self.seqs[r][self.prefix[r]:self.read[r]] for r in rows]
+        after = [self.seqs[r][self.prefix[r]:] for r in rows]
+        decoded = batch_decode(self.tokenizer, before + after)
+        for i, row in enumerate(rows):
+            head, full = decoded[i], decoded[len(rows) + i]
+            if len(full) > len(head) and not full.endswith("\ufffd"):
+                self.text[row] += full[len(head):]
+                self.prefix[row], self.read[row] = self.read[row], len(self.seqs[row])
+
+
 class RowStopper:
     """Per-row stopping for HF `generate` (a `StoppingCriteria`): a row is done at an eos token,
     at its own token budget, or when `finished(new_text)` holds. Records why and where, so the
@@ -157,15 +185,11 @@ class RowStopper:
 
     def __init__(self, tokenizer, prompt_width: int, budgets: Sequence[int], eos_ids: Iterable[int],
                  finished: Optional[FinishedFn], context_ids: Sequence[Sequence[int]]):
-        self.tokenizer = tokenizer
         self.prompt_width = prompt_width
         self.budgets = list(budgets)
         self.eos_ids = set(eos_ids)
         self.finished = finished
-        # a few prompt tokens in front of the new ones when decoding, so a tokenizer that drops
-        # the first token's leading space (SentencePiece) still shows the indentation
-        self.context_ids = [list(ids) for ids in context_ids]
-        self.context_text = batch_decode(tokenizer, self.context_ids)
+        self.text = IncrementalText(tokenizer, context_ids) if finished is not None else None
         self.generated: list[list[int]] = [[] for _ in self.budgets]
         self.finish: list[Optional[str]] = [None] * len(self.budgets)
 
@@ -181,15 +205,14 @@ class RowStopper:
                 self.finish[row] = "eos"
                 continue
             self.generated[row].append(token)
-            if self.finished is not None:
+            if self.text is not None:
                 to_check.append(row)
             elif len(self.generated[row]) >= self.budgets[row]:
                 self.finish[row] = "length"
         if to_check:
-            texts = decode_new_text(self.tokenizer, [self.context_ids[r] for r in to_check],
-                                    [self.generated[r] for r in to_check], [self.context_text[r] for r in to_check])
-            for row, text in zip(to_check, texts):
-                if self.finished(text):
+            self.text.push(to_check, [last[r] for r in to_check])
+            for row in to_check:
+                if self.finished(self.text.text[row]):
                     self.finish[row] = "stop"
                 elif len(self.generated[row]) >= self.budgets[row]:
                     self.finish[row] = "length"

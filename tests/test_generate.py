@@ -132,6 +132,24 @@ def test_stop_sequence_cuts_its_row_only(engine):
             assert other == before
 
 
+def test_incremental_text_equals_full_decode(engine):
+    import random
+
+    rng = random.Random(1)
+    contexts = [engine.encode(p)[-4:] for p in PROMPTS[:3]]
+    tokens = [[rng.randrange(8, len(engine.tokenizer)) for _ in range(80)] for _ in contexts]
+    tokens[0] = engine.encode("    x = 'ünï 中文 🙂'\n    return x  # done")  # multi-byte chars split over tokens
+    inc = gen.IncrementalText(engine.tokenizer, contexts)
+    for step in range(max(len(t) for t in tokens)):
+        rows = [r for r, t in enumerate(tokens) if step < len(t)]
+        inc.push(rows, [tokens[r][step] for r in rows])
+        full = gen.decode_new_text(engine.tokenizer, [contexts[r] for r in rows], [tokens[r][:step + 1] for r in rows])
+        for r, text in zip(rows, full):
+            # the incremental text lags only while a character is incomplete
+            assert text.startswith(inc.text[r]) and (text == inc.text[r] or text.endswith("\ufffd"))
+    assert inc.text[0] == "    x = 'ünï 中文 🙂'\n    return x  # done"
+
+
 def test_rows_end_at_their_own_budget(engine):
     rows = [gen.Row(0, 0, engine.encode(PROMPTS[1]), 5), gen.Row(1, 0, engine.encode(PROMPTS[2]), 11)]
     out = engine.generate(rows, None, gen.DecodeSettings())
