@@ -96,6 +96,9 @@ def _wait(run: RunDir, local: bool, poll_s: float = 5.0) -> int:
             time.sleep(poll_s)
     rows, warnings = status.collect(run)
     status.print_table(run, rows, warnings)
+    results = run.collect_dir / "results.md"
+    if results.is_file():
+        print(results.read_text(encoding="utf-8"))
     ok = all(r.done for r in rows)
     print(f"run {'completed' if ok else 'did not complete'}: {run.root}")
     return 0 if ok else 1
