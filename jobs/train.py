@@ -16,24 +16,25 @@ from typing import Any
 from jobs.context import StageContext
 
 
-def prepare_environment(local_world_size: int) -> None:
-    """Settings that must be in place before torch/deepspeed/tokenizers are first used.
+def prepare_environment() -> None:
+    """Settings that must be in place before torch/deepspeed/tokenizers do real work.
 
     DeepSpeed picks its accelerator when first imported; without a GPU it must be the CPU one
-    (gloo process group). Without a GPU, ranks on one node share its cores: each gets its share
-    of threads (OpenMP threads of several ranks spinning on the same cores slow every rank
-    several-fold), unless OMP_NUM_THREADS says otherwise."""
+    (gloo process group). CPU training is for tiny models (demos, tests): one intra-op thread
+    per rank unless OMP_NUM_THREADS says otherwise, because OpenMP threads spinning on shared
+    or oversubscribed cores made a 10-step run 6x slower on a busy 2-core machine, while a tiny
+    model gains nothing from more threads."""
     import torch
 
     if not torch.cuda.is_available():
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
         if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // max(1, local_world_size)))
+            torch.set_num_threads(1)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def run(ctx: StageContext) -> dict[str, Any]:
-    prepare_environment(ctx.dist.local_world_size)
+    prepare_environment()
     from jobs.training.trainer import Trainer
 
     return Trainer(ctx).fit()

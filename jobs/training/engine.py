@@ -66,6 +66,12 @@ def barrier() -> None:
         torch.distributed.barrier()
 
 
+def shutdown() -> None:
+    """Leave the process group after the last collective (all ranks got there together)."""
+    if is_distributed():
+        torch.distributed.destroy_process_group()
+
+
 def deepspeed_config(train: TrainStage) -> dict[str, Any]:
     """DeepSpeed's JSON config, every value from the recipe (no "auto" left for a trainer to fill)."""
     dist = train.distributed

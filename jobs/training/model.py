@@ -119,6 +119,17 @@ def load_base(model: ModelSpec, train: TrainStage, model_dir: Path, device: torc
     return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
 
 
+def enable_checkpointing(base, reentrant: bool) -> None:
+    """Activation checkpointing under its transformers 5 name, or the older one."""
+    kwargs = {"use_reentrant": reentrant}
+    if hasattr(base, "activation_checkpointing_enable"):
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if reentrant:  # reentrant checkpointing needs an input that requires grad, or no grads flow
+        base.enable_input_require_grads()
+
+
 def build_model(model: ModelSpec, train: TrainStage, model_dir: Path, device: torch.device):
     """Base + (LoRA | QLoRA | nothing), checkpointing set up, in train mode."""
     base = load_base(model, train, model_dir, device)
@@ -129,9 +140,7 @@ def build_model(model: ModelSpec, train: TrainStage, model_dir: Path, device: to
 
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     if train.gradient_checkpointing:
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": zero3})
-        if zero3:  # reentrant checkpointing needs an input that requires grad, or no grads flow
-            base.enable_input_require_grads()
+        enable_checkpointing(base, reentrant=zero3)
     net = base
     if train.is_peft:
         from peft import LoraConfig, get_peft_model

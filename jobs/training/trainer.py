@@ -179,9 +179,14 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         self._setup()
         try:
-            return self._loop()
+            result = self._loop()
+        except RequeueRequested:
+            engines.shutdown()
+            raise
         finally:
             self.logger.close()
+        engines.shutdown()
+        return result
 
     def _loop(self) -> dict[str, Any]:
         train, state = self.train, self.state
