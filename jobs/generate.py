@@ -374,7 +374,10 @@ class VLLMEngine:
         self.eos_ids = [i for i in [self.tokenizer.eos_token_id] if i is not None]
         vocab = self.tokenizer.get_vocab()
         self.eos_ids += [vocab[s] for s in eos_strings if s in vocab]
-        self.model_max = self.llm.llm_engine.model_config.max_model_len
+        try:
+            self.model_max = self.llm.llm_engine.model_config.max_model_len
+        except AttributeError:  # the attribute moved between vLLM versions
+            self.model_max = None
 
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
@@ -540,7 +543,7 @@ def generate_benchmark(
         "problems": len(indices),
         "samples": len(indices) * settings.n_samples,
         "generated_tokens": total_tokens,
-        "prompt_too_long": len(overlong),
+        "prompt_too_long": len({r.problem for r in overlong}),  # problems (all their samples are empty)
         "seconds_this_attempt": round(elapsed, 3),
         "new_tokens_per_s_this_attempt": round(new_tokens / elapsed, 2) if elapsed > 0 else None,
     }
