@@ -233,8 +233,10 @@ class TorchEngine(Engine):
                  total_steps: int, warmup: int) -> None:
         self.train_stage = train
         self.device = device
-        self.net = net.to(device)
-        self.module = self.net
+        if getattr(net, "hf_quantizer", None) is None:  # quantised weights were placed at load time
+            net = net.to(device)
+        self.net = net
+        self.module = net
         if is_distributed():
             from torch.nn.parallel import DistributedDataParallel
 

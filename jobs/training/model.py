@@ -63,6 +63,11 @@ def target_modules(model: ModelSpec, train: TrainStage) -> Union[str, list[str]]
 
 def quantization_config(model: ModelSpec, train: TrainStage):
     """BitsAndBytesConfig for QLoRA (4-bit nf4/fp4 with double quant, or 8-bit)."""
+    quant = train.quantization
+    dist = train.distributed
+    if quant.bits == 8 and dist.backend == "deepspeed" and dist.zero_stage == 3:
+        raise RuntimeError("8-bit weights cannot be sharded by ZeRO-3 (only 4-bit stored in the compute dtype can): "
+                           "use quantization.bits: 4, or zero_stage: 2")
     try:
         import bitsandbytes  # noqa: F401  (transformers needs it at load time; fail early and clearly)
     except ImportError as exc:
@@ -74,7 +79,6 @@ def quantization_config(model: ModelSpec, train: TrainStage):
         raise RuntimeError("peft_type: qlora needs a CUDA GPU (bitsandbytes quantisation); use peft_type: lora on CPU")
     from transformers import BitsAndBytesConfig
 
-    quant = train.quantization
     compute = compute_dtype(model, train)
     if quant.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
