@@ -208,8 +208,6 @@ def build_with_peft(model_spec, train, base):
 
 def build_net(args, folder: Path, has_weights: bool, config, model_spec, train, device, log):
     """(net, how it was built)."""
-    import torch
-
     from jobs.training import model as tm
 
     if train.peft_type == "qlora":
