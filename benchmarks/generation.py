@@ -143,7 +143,8 @@ def environment(device: str) -> dict:
     import transformers
 
     info = {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "cpus": os.cpu_count(), "machine": platform.machine()}
+            "transformers": transformers.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
+            "load_average_1min": round(os.getloadavg()[0], 2)}  # others' work skews CPU timings
     try:
         info["cpu"] = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
@@ -167,7 +168,9 @@ def main(argv=None) -> int:
     parser.add_argument("--static-cache", action="store_true")
     parser.add_argument("--compile", action="store_true")
     parser.add_argument("--repeats", type=int, default=None, help="rounds, best counts (default: 2 CPU, 1 GPU)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default on CPU: 1; the tiny model is bound by Python overhead, and "
+                             "more threads on a shared machine mostly add contention; 0: torch's default)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -179,8 +182,9 @@ def main(argv=None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.startswith("cuda")
     args.repeats = args.repeats or (1 if gpu else 2)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads = args.threads if args.threads is not None else (0 if gpu else 1)
+    if threads:
+        torch.set_num_threads(threads)
     problems = args.problems or (64 if gpu else 24)
     baseline_n = min(problems, args.baseline_problems or (4 if gpu else problems))
     batch_size = args.batch_size or (64 if gpu else 8)

@@ -267,6 +267,8 @@ class HFEngine:
         from transformers import AutoModelForCausalLM
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device == "cpu":
+            cpu_threads()
         torch_dtype = getattr(torch, DTYPES["fp32" if device == "cpu" else dtype])
         tokenizer = load_tokenizer(tokenizer_path or model_path, trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
@@ -320,6 +322,19 @@ class HFEngine:
         texts = decode_new_text(self.tokenizer, [r.prompt_ids for r in rows], [ids for ids, _ in finished_rows])
         return [RowResult(text, len(ids) + (finish == "eos"), finish)
                 for text, (ids, finish) in zip(texts, finished_rows)]
+
+
+def cpu_threads(environ: Optional[dict[str, str]] = None) -> int:
+    """Match torch's CPU threads to the CPUs Slurm gave the task. Without cgroups (TaskPlugin=none)
+    torch sees every core of the node, and oversubscribed threads run many times slower than one.
+    OMP_NUM_THREADS, when set, is left to torch."""
+    import torch
+
+    env = os.environ if environ is None else environ
+    granted = env.get("SLURM_CPUS_PER_TASK")
+    if granted and not env.get("OMP_NUM_THREADS") and granted.isdigit():
+        torch.set_num_threads(max(1, int(granted)))
+    return torch.get_num_threads()
 
 
 def load_tokenizer(path: str | Path, trust_remote_code: bool = False):

@@ -28,6 +28,15 @@ PROMPTS = [
 ]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny model is bound by Python overhead; extra threads only contend on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
@@ -353,3 +362,14 @@ def test_vllm_backend_explains_when_missing(model_dir):
             gen.VLLMEngine(model_dir, None, "fp32", [])
     else:  # pragma: no cover
         pytest.skip("vllm is installed")
+
+
+def test_cpu_threads_follow_slurm_grant():
+    before = torch.get_num_threads()
+    try:
+        assert gen.cpu_threads({"SLURM_CPUS_PER_TASK": "1"}) == 1
+        torch.set_num_threads(2)
+        assert gen.cpu_threads({"SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "2"}) == 2  # user's choice wins
+        assert gen.cpu_threads({}) == 2
+    finally:
+        torch.set_num_threads(before)
