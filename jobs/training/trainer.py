@@ -38,6 +38,8 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
+    """One attempt of the train stage on one rank; `fit()` runs it to the end or to a requeue."""
+
     def __init__(self, ctx: StageContext) -> None:
         if ctx.recipe.stages.train is None:
             raise ValueError("the recipe has no train stage")
@@ -77,10 +79,10 @@ class Trainer:
         warmup = schedule.warmup_steps(train.num_warmup_steps, self.total_steps)
 
         seed_everything(train.seed)
-        keep_alive = engines.zero3_init(train)  # noqa: F841  (transformers reads it while loading)
+        zero3_loading = engines.zero3_init(train)  # must be alive while transformers loads the weights
         net = build_model(self.model_spec, train, self.model_dir, self.device)
         self.engine = engines.build_engine(net, self.model_spec, train, self.device, self.total_steps, warmup)
-        del keep_alive
+        del zero3_loading
         self.compute_dtype = compute_dtype(self.model_spec, train)
         self.base_weights = torch.tensor(self.data.task_weights, dtype=torch.float32)
         self.coba = (CobaBalancer(len(self.data.task_names), train.coba, self.data.task_weights)
