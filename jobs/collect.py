@@ -29,7 +29,8 @@ from typing import Any, Iterable, Optional, Sequence
 
 from jobs.benchmarks import suite
 from jobs.benchmarks.data import expected_size, full_size, shard_key
-from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
+from launcher.rundir import (RunDir, atomic_write_json, atomic_write_text, generations_name, read_json,
+                             submission_folder)
 
 METRICS_RE = re.compile(r"^metrics_([a-z0-9-]+)_(.+)\.json$")
 GENERATIONS_RE = re.compile(r"^generations_([a-z0-9-]+)_(.+)\.json$")
@@ -180,7 +181,7 @@ def _element_errors(run: RunDir, stage: str, benchmark: str) -> list[str]:
 def _shard_files(run: RunDir, benchmark: str, model: str, num_shards: int) -> list[Path]:
     """Generation files of `benchmark`, shards in order (the keys the planner gave them).
     Empty when a shard's file is missing (the zip step then names the task)."""
-    paths = [run.generate_dir(shard_key(benchmark, s, num_shards)) / f"generations_{benchmark}_{model}.json"
+    paths = [run.generations_file(shard_key(benchmark, s, num_shards), benchmark, model)
              for s in range(num_shards)]
     return paths if all(p.is_file() for p in paths) else []
 
@@ -195,7 +196,7 @@ def collect_run(run_dir: str | Path) -> Collection:
     required = list(recipe.benchmarks)
     tasks: dict[str, TaskResult] = {}
     for task in required:
-        path = run.evaluate_dir(task) / f"metrics_{task}_{model}.json"
+        path = run.metrics_file(task, model)
         result = read_task_metrics(task, path, recipe.limit)
         if result.status == "missing":
             reasons = _element_errors(run, "evaluate", task) + _element_errors(run, "generate", task)
@@ -388,7 +389,7 @@ def submission_entries(collection: Collection) -> dict[str, bytes]:
     """{archive name: JSON bytes} of the 13 competition generation files (shards merged)."""
     if collection.limited:
         raise CollectError("a limited run gets no submission zip (it lacks problems)")
-    top = f"generations_{collection.model}"
+    top = submission_folder(collection.model)
     entries: dict[str, bytes] = {}
     absent = [t for t in suite.COMPETITION_SUITE if not collection.generation_files.get(t)]
     if absent:
@@ -397,7 +398,7 @@ def submission_entries(collection: Collection) -> dict[str, bytes]:
         merged: list = []
         for path in collection.generation_files[task]:
             merged.extend(_load_generations_list(path))
-        name = f"{top}/generations_{task}_{collection.model}.json"
+        name = f"{top}/{generations_name(task, collection.model)}"
         entries[name] = (json.dumps(merged, ensure_ascii=False) + "\n").encode("utf-8")
     return entries
 
@@ -405,8 +406,8 @@ def submission_entries(collection: Collection) -> dict[str, bytes]:
 def validate_submission(zip_path: Path, model: str) -> None:
     """The competition's rules: one top folder `generations_<model>/`, exactly the 13 files with
     the exact names, each a list (full problem count) of non-empty lists of strings."""
-    top = f"generations_{model}/"
-    want = {f"{top}generations_{t}_{model}.json": t for t in suite.COMPETITION_SUITE}
+    top = submission_folder(model) + "/"
+    want = {top + generations_name(t, model): t for t in suite.COMPETITION_SUITE}
     with zipfile.ZipFile(zip_path) as archive:
         names = [n for n in archive.namelist() if n != top]
         if sorted(names) != sorted(want):
@@ -434,7 +435,7 @@ def write_submission_zip(collection: Collection, out_path: Path) -> Path:
     os.close(fd)
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(f"generations_{collection.model}/", b"")
+            archive.writestr(submission_folder(collection.model) + "/", b"")
             for name, payload in entries.items():
                 archive.writestr(name, payload)
         validate_submission(Path(tmp), collection.model)
@@ -453,7 +454,7 @@ def write_outputs(collection: Collection, out_dir: str | Path) -> dict[str, Any]
     atomic_write_text(out_dir / "results.csv", render_csv(collection))
     atomic_write_json(out_dir / "results.json", collection.to_dict())
     written: dict[str, Any] = {"tables": [str(out_dir / f"results.{e}") for e in ("md", "csv", "json")]}
-    zip_path = out_dir / f"generations_{collection.model}.zip"
+    zip_path = out_dir / f"{submission_folder(collection.model)}.zip"
     if collection.limited:
         written["zip"] = None
         written["no_zip_reason"] = "limited run"

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from jobs.benchmarks.data import BenchmarkData, language_of, load_benchmark, shard_key, shard_range
-from launcher.rundir import atomic_write_json, atomic_write_text
+from launcher.rundir import atomic_write_json, atomic_write_text, generations_name, metrics_name, results_name
 
 KS = (1, 10, 100)
 CHUNK_PER_WORKER = 4
@@ -85,16 +85,6 @@ def load_generations(path: Path) -> list[list[str]]:
     return data
 
 
-def generations_filename(benchmark: str, model_name: str) -> str:
-    return f"generations_{benchmark}_{model_name}.json"
-
-
-def metrics_filename(benchmark: str, model_name: str) -> str:
-    return f"metrics_{benchmark}_{model_name}.json"
-
-
-def results_filename(benchmark: str, model_name: str) -> str:
-    return f"results_{benchmark}_{model_name}.jsonl"
 
 
 def merge_shards(run: Any, benchmark: str, model_name: str, num_shards: int, num_problems: int) -> tuple[list[list[str]], list[str]]:
@@ -103,7 +93,7 @@ def merge_shards(run: Any, benchmark: str, model_name: str, num_shards: int, num
     merged: list[list[str]] = []
     files: list[str] = []
     for shard in range(num_shards):
-        path = run.generate_dir(shard_key(benchmark, shard, num_shards)) / generations_filename(benchmark, model_name)
+        path = run.generate_dir(shard_key(benchmark, shard, num_shards)) / generations_name(benchmark, model_name)
         part = load_generations(path)
         want = len(shard_range(num_problems, shard, num_shards))
         if len(part) != want:
@@ -430,7 +420,7 @@ def evaluate_file(
     prefix = f"metrics_{task}_"
     if out_path.name.startswith(prefix) and out_path.suffix == ".json":
         model = out_path.name[len(prefix):-len(".json")]
-        results_path = out_path.with_name(results_filename(task, model))
+        results_path = out_path.with_name(results_name(task, model))
     else:
         results_path = out_path.with_name(out_path.stem + ".results.jsonl")
     config = {**_base_config(task, data, settings, limit), "generations": [str(generations_path)]}
@@ -480,8 +470,8 @@ def run(ctx: Any) -> dict[str, Any]:
     }
     try:
         payload = _evaluate(benchmark, data, generations, settings, config,
-                            out_dir / metrics_filename(benchmark, model_name),
-                            out_dir / results_filename(benchmark, model_name),
+                            out_dir / metrics_name(benchmark, model_name),
+                            out_dir / results_name(benchmark, model_name),
                             should_stop=ctx.should_stop)
     except StopRequested as exc:
         raise RequeueRequested(str(exc)) from None

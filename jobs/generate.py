@@ -58,7 +58,7 @@ from jobs.benchmarks import prompts as pr
 from jobs.benchmarks.data import load_benchmark, shard_range
 from jobs.context import RequeueRequested
 from jobs.tiny_model import resolve_model_path
-from launcher.rundir import atomic_write_json, read_json
+from launcher.rundir import atomic_write_json, generations_name, read_json
 
 #: Bump when the meaning of a saved row changes: partial progress of another version is dropped.
 PROGRESS_VERSION = 1
@@ -68,16 +68,12 @@ DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
 FinishedFn = Callable[[str], bool]
 
 
-def generations_filename(benchmark: str, model_name: str) -> str:
-    return f"generations_{benchmark}_{model_name}.json"
-
-
 def sidecar_filename(benchmark: str, model_name: str) -> str:
-    return f"generations_{benchmark}_{model_name}.raw.json"
+    return generations_name(benchmark, model_name, ".raw.json")
 
 
 def partial_filename(benchmark: str, model_name: str) -> str:
-    return f"generations_{benchmark}_{model_name}.partial.json"
+    return generations_name(benchmark, model_name, ".partial.json")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -479,7 +475,7 @@ def generate_benchmark(
     Resumes from the partial-progress file; when `should_stop()` turns true between batches,
     saves and raises RequeueRequested. Returns the counts for the completion sentinel."""
     out_dir = Path(out_dir)
-    final = out_dir / generations_filename(benchmark, model_name)
+    final = out_dir / generations_name(benchmark, model_name)
     sidecar = out_dir / sidecar_filename(benchmark, model_name)
     extra_eos = [engine.tokenizer.eos_token] if getattr(engine.tokenizer, "eos_token", None) else []
     stop = pr.generation_stop_strings(benchmark, fmt, extra_eos)

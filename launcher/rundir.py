@@ -56,6 +56,26 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+# File names the competition and the reference harness expect; used inside and outside runs.
+def generations_name(benchmark: str, model: str, suffix: str = ".json") -> str:
+    """generations_<benchmark>_<model>.json (suffix .raw.json: sidecar, .partial.json: progress)."""
+    return f"generations_{benchmark}_{model}{suffix}"
+
+
+def metrics_name(benchmark: str, model: str) -> str:
+    return f"metrics_{benchmark}_{model}.json"
+
+
+def results_name(benchmark: str, model: str, suffix: str = ".jsonl") -> str:
+    """Per-sample execution results (suffix .partial.jsonl: progress of an interrupted run)."""
+    return f"results_{benchmark}_{model}{suffix}"
+
+
+def submission_folder(model: str) -> str:
+    """The single top folder of the competition's submission zip."""
+    return f"generations_{model}"
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths of one run. Cheap to build; creates nothing until something is written."""
@@ -123,6 +143,12 @@ class RunDir:
 
     def evaluate_dir(self, item_key: str) -> Path:
         return self.root / "evaluate" / item_key
+
+    def generations_file(self, item_key: str, benchmark: str, model: str) -> Path:
+        return self.generate_dir(item_key) / generations_name(benchmark, model)
+
+    def metrics_file(self, benchmark: str, model: str) -> Path:
+        return self.evaluate_dir(benchmark) / metrics_name(benchmark, model)
 
     @property
     def collect_dir(self) -> Path:

@@ -266,7 +266,7 @@ def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):
         gen.generate_benchmark(first, out_dir=tmp_path / "a", should_stop=lambda: True, **args)
     partial = tmp_path / "a" / gen.partial_filename("humaneval", "tiny")
     assert len(read_json(partial)["rows"]) == 3 and len(first.seen) == 3
-    assert not (tmp_path / "a" / gen.generations_filename("humaneval", "tiny")).exists()
+    assert not (tmp_path / "a" / gen.generations_name("humaneval", "tiny")).exists()
 
     second = CountingEngine(engine)
     counts = gen.generate_benchmark(second, out_dir=tmp_path / "a", **args)
@@ -276,7 +276,7 @@ def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):
 
     straight = CountingEngine(engine)
     gen.generate_benchmark(straight, out_dir=tmp_path / "b", **args)
-    name = gen.generations_filename("humaneval", "tiny")
+    name = gen.generations_name("humaneval", "tiny")
     assert read_json(tmp_path / "a" / name) == read_json(tmp_path / "b" / name)
 
     # a finished element run again generates nothing
