@@ -11,7 +11,7 @@ Sets:
   humaneval           openai-style assembly over the HumanEvalPack python rows: must pass (--full)
 
 Known exceptions (problems that cannot reach the expected outcome, with the reason) are in
-KNOWN below; anything else that misses is reported as unexpected and makes the exit status 1.
+KNOWN below, problems whose reference solution is nondeterministic in FLAKY; anything else that misses is reported as unexpected and makes the exit status 1.
 The sample always includes every named exception. The benchmark data comes from
 ``--data`` (default: $MFTLAUNCH_DATA_DIR, else ../shared/data next to the repository).
 Uses ``jobs.benchmarks.assembly`` (a tool, not a library dependency of the sandbox).
@@ -37,8 +37,8 @@ NAMED = {
     "python": [142],                 # the 2024 fix of Python/142's declaration
     "js": [162],                     # needs npm js-md5
     "java": [0],
-    "cpp": [22, 137, 162],           # boost::any; openssl
-    "go": [0],
+    "cpp": [22, 23, 38, 137, 162],   # boost::any; openssl; data quirks (see KNOWN)
+    "go": [10, 27, 32, 38, 50, 95],  # data quirks (see KNOWN / FLAKY)
     "rust": [32, 38, 50, 53, 91, 162],  # rand 0.4 API, rand::random, regex, md5
 }
 MBPP_NAMED = [367]
@@ -46,7 +46,27 @@ MBPP_NAMED = [367]
 #: (set, task_id) -> why it cannot reach the expected outcome. Filled from the full run.
 KNOWN: dict[tuple[str, str], str] = {
     ("mbpp", "367"): "the asserts use class Node from test_setup_code, which the reference harness never adds",
+    ("fixtests-buggy", "CPP/23"): "data: the tests call strlen(\"...\") with a const char*, which resolves to the "
+                                  "C library's strlen, not the solution's strlen(string); every solution passes",
+    ("fixtests-canonical", "CPP/38"): "data: the declaration already holds the first lines of decode_cyclic's body, "
+                                      "so declaration + canonical_solution duplicates them (the synthesize prompt "
+                                      "is fine)",
+    ("synthesize", "Go/27"): "data: the prompt imports \"strings\" but the canonical solution never uses it; Go "
+                             "rejects the unused import (the reference assembly does the same)",
 }
+for _n, _helper in ((10, "IsPalindrome"), (32, "Poly"), (38, "EncodeCyclic"), (50, "EncodeShift")):
+    KNOWN[("fixtests-canonical", f"Go/{_n}")] = (
+        f"data: the Go declaration leaves out the helper {_helper} that the prompt and the tests use, so "
+        "declaration + canonical_solution does not compile (a fixtests model must write the helper itself)")
+
+#: (set, task_id) -> why the outcome varies between runs; never counted as unexpected or stale.
+FLAKY: dict[tuple[str, str], str] = {}
+for _s in ("synthesize", "fixtests-canonical"):
+    FLAKY[(_s, "Rust/32")] = ("canonical find_zero is Newton's method from 0 without an iteration cap, tested on "
+                              "100 random polynomials from thread_rng: it may cycle (timeout) or end on NaN; "
+                              "passed 10 of 20 runs here")
+    FLAKY[(_s, "Go/95")] = ("canonical CheckDictCase stops after two consistent keys; Go randomises map iteration "
+                            "order, so {\"p\", \"A\", \"B\"} sometimes returns true: passed 17 of 20 runs here")
 
 
 def _conditional_known() -> dict[tuple[str, str], str]:
@@ -158,7 +178,7 @@ def run(data_dir: Path | None = None, *, full: bool = False, workers: int = 2, s
             misses.append({
                 "task_id": j[2], "status": r.status, "detail": r.detail,
                 "stderr_tail": r.stderr_tail[-600:], "stdout_tail": r.stdout_tail[-300:],
-                "known": known.get(key),
+                "known": known.get(key) or FLAKY.get(key), "flaky": key in FLAKY,
             })
         g = {
             "set": s, "benchmark": b, "expect": expect, "n": len(js), "passed": passed,

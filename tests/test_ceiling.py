@@ -53,11 +53,16 @@ def test_ceiling_sample(data_dir):
     for name, g in groups.items():
         assert g["n"] >= 20, name
         assert not g["unexpected"], (name, g["unexpected"])
-        if g["expect"] == "fail":
-            assert g["passed"] == 0, name
+        if g["expect"] == "fail":   # only the known data quirk (CPP/23) may pass while buggy
+            assert g["passed"] == len(g["known_misses"]), name
     assert report["summary"]["unexpected"] == 0, "\n".join(lines)
     assert report["summary"]["stale_known"] == [], report["summary"]["stale_known"]
     # the one known MBPP exception really failed for its reason (no test_setup_code)
     mbpp = groups["mbpp/mbpp"]
     assert [m["task_id"] for m in mbpp["known_misses"]] == ["367"]
     assert "NameError" in mbpp["known_misses"][0]["stderr_tail"]
+    # the named exceptions of the research notes now pass: real boost, js-md5, the rand 0.4 shim
+    for bench, task in (("humanevalsynthesize-cpp", "CPP/22"), ("humanevalsynthesize-cpp", "CPP/137"),
+                        ("humanevalsynthesize-js", "JavaScript/162"), ("humanevalsynthesize-rust", "Rust/50")):
+        misses = [m["task_id"] for m in groups[f"synthesize/{bench}"]["known_misses"]]
+        assert task not in misses or task == "JavaScript/162" and not ceiling.toolchain.node_path()

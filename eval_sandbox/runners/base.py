@@ -74,7 +74,10 @@ class Runner:
         raise NotImplementedError
 
     def classify_compile(self, res: StepResult) -> Verdict:
-        return Verdict("compile_error", "compiler exited with status %s" % res.returncode)
+        lines = [l.strip() for l in text(res.stderr + res.stdout).splitlines() if l.strip()]
+        errs = [l for l in lines if "error" in l.lower()] or lines
+        first = errs[0][:200] if errs else ""
+        return Verdict("compile_error", first or "compiler exited with status %s" % res.returncode)
 
     def accept(self, stdout: str, stderr: str) -> Verdict:
         """The harness printed the marker and exited 0. Languages with extra pass rules
