@@ -1,6 +1,8 @@
 """Public API: :func:`execute` and :func:`execute_many`."""
 from __future__ import annotations
 
+import logging
+import math
 import os
 import secrets
 import shutil
@@ -18,6 +20,19 @@ from .runners import get_runner
 from .runners.base import Context, Step, text
 
 TAIL_CHARS = 4000
+log = logging.getLogger(__name__)
+
+
+def _setup_failed(be: Backend, res: StepResult) -> str:
+    """bwrap/apptainer could not build the sandbox (not the program's doing): say so loudly."""
+    if res.marker_found or res.returncode in (0, None):
+        return ""
+    head = text(res.stderr[:400]).lstrip()
+    if be.name == "bubblewrap" and head.startswith("bwrap:"):
+        return head.splitlines()[0]
+    if head.startswith("prlimit:") and "failed to execute" in head:
+        return head.splitlines()[0]
+    return ""
 
 
 def _tail(s: str, n: int = TAIL_CHARS) -> str:
@@ -95,7 +110,10 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
     be = get_backend(backend, image=image) if isinstance(backend, str) else backend
     run_limits = limits or default_limits(lang, "run")
     if timeout is not None:
-        run_limits = run_limits.replace(wall_timeout_s=float(timeout))
+        cpu = run_limits.cpu_seconds
+        if cpu is not None:
+            cpu = max(cpu, math.ceil(float(timeout)))
+        run_limits = run_limits.replace(wall_timeout_s=float(timeout), cpu_seconds=cpu)
     c_limits = compile_limits or default_limits(lang, "compile")
     marker = "MFT-SANDBOX-OK-" + secrets.token_hex(16)
     token = secrets.token_hex(6)
@@ -117,6 +135,10 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
         compile_step, run_step_ = runner.build(program, ctx)
         if compile_step is not None:
             res = _run(be, compile_step, root, work, shm, marker)
+            why = _setup_failed(be, res)
+            if why:
+                log.error("eval_sandbox: sandbox setup failed: %s", why)
+                return result("killed", res, "compile", f"sandbox setup failed: {why}")
             if res.killed_reason:
                 return result("killed", res, "compile", res.killed_reason)
             if res.timed_out or res.signal == signal.SIGXCPU:
@@ -125,6 +147,10 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
                 v = runner.classify_compile(res)
                 return result(v.status, res, "compile", v.detail)
         res = _run(be, run_step_, root, work, shm, marker)
+        why = _setup_failed(be, res)
+        if why:
+            log.error("eval_sandbox: sandbox setup failed: %s", why)
+            return result("killed", res, "run", f"sandbox setup failed: {why}")
         stdout = text(res.stdout)
         # The marker line is ours: do not hand it back as program output.
         clean_stdout = stdout.replace("\n" + marker + "\n", "", 1)

@@ -78,3 +78,17 @@ def test_js_output_rule_matches_reference():
         assert r.status == "passed", r
     else:
         assert r.status != "passed"
+
+
+def test_missing_toolchain_is_not_scored_as_a_program_failure(monkeypatch):
+    _need()
+    monkeypatch.setattr(eval_sandbox.toolchain, "python_exe", lambda: "/nonexistent/python3")
+    r = execute("python", "assert True\n")
+    assert r.status == "killed" and r.detail.startswith("sandbox setup failed")
+
+
+def test_timeout_argument_raises_cpu_limit_too():
+    _need()
+    r = execute("python", "import time\nt = time.process_time()\nwhile time.process_time() - t < 11.5:\n    pass\n",
+                timeout=25)
+    assert r.status == "passed", r
