@@ -607,8 +607,8 @@ def pick_model(recipe: Any, run: Any) -> tuple[Path, Path]:
 
 def settings_from_stage(stage: Any, environ: Optional[dict[str, str]] = None) -> DecodeSettings:
     env = os.environ if environ is None else environ
-    static = env.get("MFTLAUNCH_GEN_STATIC_CACHE", "") == "1"
-    compiled = env.get("MFTLAUNCH_GEN_COMPILE", "") == "1"
+    static = stage.static_cache or env.get("MFTLAUNCH_GEN_STATIC_CACHE", "") == "1"
+    compiled = stage.compile or env.get("MFTLAUNCH_GEN_COMPILE", "") == "1"
     return DecodeSettings(
         greedy=stage.greedy, n_samples=stage.n_samples, temperature=stage.temperature, top_p=stage.top_p,
         max_length=stage.max_length, max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size,

@@ -17,16 +17,9 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-DATA_ENV = "MFTLAUNCH_DATA_DIR"
+from launcher.plan import DEFAULT_DATA_ENV as DATA_ENV, default_data_dir
+
 FORMAT_CHOICES = ("instruct", "competition", "chatml", "codefuse", "custom")
-
-
-def default_data_dir() -> Optional[str]:
-    """$MFTLAUNCH_DATA_DIR, else ../shared/data next to the repository, else None."""
-    if os.environ.get(DATA_ENV):
-        return os.environ[DATA_ENV]
-    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return str(beside) if beside.is_dir() else None
 
 
 def _data_dir(args: argparse.Namespace) -> Optional[str]:
@@ -157,6 +150,27 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from jobs.benchmarks.data import DataError
+    from jobs.generate import generate_standalone
+
+    try:
+        counts = generate_standalone(
+            args.model, args.task, args.out, model_name=args.model_name, data_dir=_data_dir(args),
+            limit=args.limit, prompt_format=args.format, prefix=args.prefix, suffix=args.suffix,
+            system=args.system, eos=args.eos or (), max_length=args.max_length,
+            max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, n_samples=args.n_samples,
+            greedy=not args.sample, temperature=args.temperature, top_p=args.top_p, dtype=args.dtype,
+            device=args.device, static_cache=args.static_cache, compile=args.compile,
+        )
+    except DataError as exc:
+        _err(str(exc))
+        return 1
+    for benchmark, c in counts.items():
+        print(f"{benchmark}: {c.get('problems')} problems, {c.get('generated_tokens')} tokens")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------
 # registration
 
@@ -204,6 +218,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--completions", required=True, help="JSON list of {index, completion}")
     p.add_argument("--out", required=True, help="output JSON file")
     p.set_defaults(func=cmd_postprocess)
+
+    p = subparsers.add_parser("generate", help="generate programs for benchmarks with a model, no Slurm",
+                              description="Writes generations_<task>_<model>.json (+ .raw.json sidecar) into --out.")
+    p.add_argument("--model", required=True, help="HF model directory or builtin:tiny-llama")
+    p.add_argument("--task", action="append", required=True,
+                   help="benchmark name or alias (competition, all); repeatable")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--model-name", help="name used in file names (default: the model directory's name)")
+    p.add_argument("--limit", type=int, help="first N problems per benchmark")
+    _add_data_dir(p)
+    _add_format(p)
+    p.add_argument("--max-length", type=int, default=2048, help="prompt + generation tokens")
+    p.add_argument("--max-new-tokens", type=int)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--n-samples", type=int, default=1)
+    p.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    p.add_argument("--temperature", type=float, default=0.2)
+    p.add_argument("--top-p", type=float, default=0.95)
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    p.add_argument("--static-cache", action="store_true", help="static KV cache (GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the decode step (GPU; implies --static-cache)")
+    p.set_defaults(func=cmd_generate)
 
     p = subparsers.add_parser("evaluate", help="execute a generations file and write its metrics",
                               description=cmd_evaluate.__doc__)

@@ -205,8 +205,8 @@ def _memory_notes(recipe: Recipe, profile: Profile, problems: list["Problem"], n
         return
     estimate = memory.estimate(config, train, recipe.model.dtype)
     notes.append(f"train memory estimate: {estimate.summary()}")
-    if profile.gpu_mem_gb and train.resources.gpus_per_node:
-        for message in memory.problems(estimate, train, profile.gpu_mem_gb):
+    if profile.gpu_mem_gib and train.resources.gpus_per_node:
+        for message in memory.problems(estimate, train, profile.gpu_mem_gib):
             problems.append((("stages", "train"), message))
 
 

@@ -55,7 +55,7 @@ class Profile(StrictModel):
     gpus_per_node: int = Field(0, ge=0)
     cpus_per_node: Optional[int] = Field(None, ge=1)
     mem_gb_per_node: Optional[float] = Field(None, gt=0)
-    gpu_mem_gb: Optional[float] = Field(None, gt=0, description="memory of one GPU; enables the training memory check")
+    gpu_mem_gib: Optional[float] = Field(None, gt=0, description="memory of one GPU in GiB; enables the training memory check")
     max_time: Optional[Union[int, str]] = None
     max_nodes: Optional[int] = Field(None, ge=1)
     exclusive: bool = False

@@ -252,6 +252,8 @@ class GenerateStage(StrictModel):
     top_p: float = Field(0.95, gt=0, le=1)
     shards: dict[str, int] = Field(default_factory=dict, description="benchmark → number of array elements")
     backend: Literal["hf", "vllm"] = "hf"
+    static_cache: bool = Field(False, description="static KV cache (GPU decode speed)")
+    compile: bool = Field(False, description="torch.compile the decode step; implies static_cache")
     model_path: Optional[str] = Field(None, description="override: generate with this model instead")
     resources: Resources = Field(default_factory=lambda: Resources(gpus_per_node=1))
 

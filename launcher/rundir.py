@@ -15,7 +15,8 @@ Layout::
       logs/<job-name>_<jobid>_<index>.out   one log per job or array element
       sentinels/<stage>/<index>.done        JSON written when an element completed
       state/<stage>/<index>.json            last known attempt of an element (restarts, host)
-      train/                 checkpoints (train/checkpoints/step_N), tensorboard (train/tb)
+      train/                 checkpoints (train/checkpoints/step_N), tensorboard (train/tb),
+                             tokenized data cache (train/data_cache)
       merged/                plain HF model directory produced by the merge stage
       generate/<item>/       generations_<benchmark>_<model>.json + sidecar
       evaluate/<item>/       metrics_<benchmark>_<model>.json + per-sample results
@@ -129,6 +130,11 @@ class RunDir:
     @property
     def checkpoints_dir(self) -> Path:
         return self.train_dir / "checkpoints"
+
+    @property
+    def data_cache_dir(self) -> Path:
+        """Tokenized training data, built once by rank 0 and shared by every rank and restart."""
+        return self.train_dir / "data_cache"
 
     @property
     def tensorboard_dir(self) -> Path:

@@ -122,7 +122,8 @@ def test_slurm_wins_over_stale_rank_variables():
 
 def test_export_sets_variables_and_named_interface(monkeypatch):
     for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "MFTLAUNCH_NET_IFNAME"):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")  # recorded first, so the test leaves them as it found them
+        monkeypatch.delenv(name)
     import os
 
     dist = from_environ(slurm_env(SLURM_JOB_NODELIST="localhost"))

@@ -200,3 +200,23 @@ def test_admin_profile_directory_wins_over_the_builtin_one(tmp_path, monkeypatch
         build_plan(recipe(), profile)
     text = "\n".join(err.value.problems)
     assert "have 4" in text and "longer than the profile's max_time (12:00:00)" in text
+
+
+def test_plan_refuses_full_finetune_of_34b_without_zero3(tmp_path, capsys):
+    """The planner reads the model's config.json as plain JSON, prints a per-GPU memory estimate
+    and refuses a recipe that cannot fit the profile's GPUs."""
+    import shutil
+
+    from launcher.cli import main
+
+    repo = Path(__file__).resolve().parent.parent
+    model = tmp_path / "CodeLlama-34b"
+    model.mkdir()
+    shutil.copy(repo / "recipes" / "models" / "codellama-34b" / "config.json", model / "config.json")
+    recipe = str(repo / "recipes" / "codellama34b_qlora.yaml")
+    base = ["plan", recipe, "--profile", "slurm-generic", "--set", f"model.path={model}"]
+    assert main(base) == 0
+    assert "train memory estimate: ~2" in capsys.readouterr().out  # QLoRA 34B: tens of GiB per GPU
+    assert main(base + ["--set", "train.peft_type=full", "--set", "train.quantization=null"]) == 1
+    err = capsys.readouterr().err
+    assert "stages.train: estimated" in err and "zero_stage: 3" in err

@@ -60,11 +60,10 @@ def validation_loss(model: torch.nn.Module, run, recipe: Recipe, world_size: int
     from jobs.mft.losses import mft_loss
     from jobs.tiny_model import resolve_model_path
     from jobs.training.model import load_tokenizer
-    from jobs.training.trainer import DATA_CACHE_DIR
 
     train = recipe.stages.train
     tokenizer = load_tokenizer(recipe.model, resolve_model_path(recipe.model.path))
-    data = load_mft_data(train, tokenizer, run.train_dir / DATA_CACHE_DIR)
+    data = load_mft_data(train, tokenizer, run.data_cache_dir)
     weights = torch.tensor(data.task_weights)
     losses = []
     model.eval()

@@ -28,7 +28,6 @@ from jobs.training.metrics import Logger, StepAccumulator
 from jobs.training.model import build_model, compute_dtype, load_tokenizer
 
 ADAPTER_DIR = "adapter"
-DATA_CACHE_DIR = "data_cache"
 
 
 def seed_everything(seed: int) -> None:
@@ -61,7 +60,7 @@ class Trainer:
         self.model_dir = resolve_model_path(self.model_spec.path)
         self.tokenizer = load_tokenizer(self.model_spec, self.model_dir)
         self.data: MftData = load_mft_data(
-            train, self.tokenizer, self.ctx.run.train_dir / DATA_CACHE_DIR, rank=self.rank,
+            train, self.tokenizer, self.ctx.run.data_cache_dir, rank=self.rank,
             timeout_s=train.distributed.init_timeout_s,
         )
         world = self.ctx.dist.world_size
