@@ -12,13 +12,13 @@ Only the standard library is used: login nodes have nothing else.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Optional
+
+from launcher.rundir import atomic_write_bytes
 
 OCTOPACK_COMMIT = "e17a8f6470264286bc6a52eb8263582083bf3bf6"
 _OCTOPACK = (
@@ -90,20 +90,6 @@ def _download(url: str, timeout: float) -> bytes:
     return payload
 
 
-def _atomic_write_bytes(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def fetch(
     dest: str | Path,
     base_url: Optional[str] = None,
@@ -133,7 +119,7 @@ def fetch(
         if digest != item.sha256:
             errors.append(f"{url}: sha256 {digest} is not the pinned {item.sha256}; not written")
             continue
-        _atomic_write_bytes(target, payload)
+        atomic_write_bytes(target, payload)
         log(f"fetched  {target} ({len(payload)} bytes, {item.licence}, sha256 verified)")
         done.append(target)
     if errors:

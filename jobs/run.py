@@ -21,7 +21,7 @@ import yaml
 from jobs import distributed
 from jobs.context import REQUEUE_EXIT_CODE, RequeueRequested, StageContext
 from launcher.recipe import load_recipe
-from launcher.rundir import RunDir, atomic_write_json, read_json
+from launcher.rundir import RunDir, read_json
 
 STAGE_MODULES = {
     "train": "jobs.train",
@@ -78,13 +78,6 @@ def deadline(env: dict[str, str], minutes: int, margin_min: int) -> float:
     return start + minutes * 60 - margin_min * 60
 
 
-def _write_state(run: RunDir, stage: str, index: int, **fields: Any) -> None:
-    path = run.element_state(stage, index)
-    state = read_json(path) if path.is_file() else {}
-    state.update(fields)
-    atomic_write_json(path, state)
-
-
 def build_context(run: RunDir, stage: str, index: int) -> StageContext:
     plan = read_json(run.plan_file)
     job = _job(plan, stage)
@@ -123,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     main_rank = ctx.dist.is_main
     job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("MFTLAUNCH_LOCAL_JOB_ID", "")
     if main_rank:
-        _write_state(run, args.stage, args.index, state="RUNNING", host=socket.gethostname(), job_id=job_id,
+        run.update_state(args.stage, args.index, state="RUNNING", host=socket.gethostname(), job_id=job_id,
                      restarts=ctx.restart_count, started=time.time(), world_size=ctx.dist.world_size,
                      master_port=ctx.dist.master_port)
         print(f"mftlaunch: {args.stage}[{args.index}] ({ctx.item['key']}) on {socket.gethostname()} "
@@ -134,18 +127,18 @@ def main(argv: list[str] | None = None) -> int:
         counts = module.run(ctx) or {}
     except RequeueRequested as exc:
         if main_rank:
-            _write_state(run, args.stage, args.index, state="REQUEUED", reason=str(exc) or ctx.stop.reason)
+            run.update_state(args.stage, args.index, state="REQUEUED", reason=str(exc) or ctx.stop.reason)
         print(f"mftlaunch: {args.stage}[{args.index}] saved its state and asks to be requeued", flush=True)
         return REQUEUE_EXIT_CODE
     except Exception as exc:  # the job's log gets the traceback; state keeps a one-line reason
         traceback.print_exc()
         if main_rank:
-            _write_state(run, args.stage, args.index, state="FAILED", ended=time.time(),
+            run.update_state(args.stage, args.index, state="FAILED", ended=time.time(),
                          error=f"{type(exc).__name__}: {exc}"[:500])
         return 1
     if main_rank:
         run.mark_done(args.stage, args.index, counts)
-        _write_state(run, args.stage, args.index, state="COMPLETED", ended=time.time())
+        run.update_state(args.stage, args.index, state="COMPLETED", ended=time.time())
     return 0
 
 

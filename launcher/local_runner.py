@@ -27,13 +27,6 @@ from launcher.rundir import RunDir, atomic_write_json, read_json
 _children: set[subprocess.Popen] = set()
 
 
-def _set_state(run: RunDir, stage: str, index: int, **fields: Any) -> None:
-    path = run.element_state(stage, index)
-    state = read_json(path) if path.is_file() else {}
-    state.update(fields)
-    atomic_write_json(path, state)
-
-
 def _forward(signum: int, _frame: Any) -> None:
     """USR2 to the scheduler reaches every running rank, as Slurm's --signal does."""
     for child in list(_children):
@@ -83,9 +76,9 @@ def _run_element(run: RunDir, job: dict[str, Any], index: int, job_id: str, max_
             restarts += 1
             continue
         if code != 0:
-            state = read_json(run.element_state(job["stage"], index)) if run.element_state(job["stage"], index).is_file() else {}
-            if state.get("state") not in ("FAILED",):
-                _set_state(run, job["stage"], index, state="FAILED", exit_code=code, ended=time.time(),
+            state = run.read_state(job["stage"], index)
+            if state.get("state") != "FAILED":
+                run.update_state(job["stage"], index, state="FAILED", exit_code=code, ended=time.time(),
                            error=state.get("error") or f"exit code {code}")
         return code
 
@@ -111,13 +104,13 @@ def run_plan(run: RunDir) -> int:
     }
     for job in plan["jobs"]:
         for index in selected[job["stage"]]:
-            _set_state(run, job["stage"], index, state="PENDING", job_id=f"{job_id}_{index}", restarts=0)
+            run.update_state(job["stage"], index, state="PENDING", job_id=f"{job_id}_{index}", restarts=0)
     failures = 0
     for job in plan["jobs"]:
         runnable = []
         for index in selected[job["stage"]]:
             if _blocked(run, plan, job, index):
-                _set_state(run, job["stage"], index, state="CANCELLED", reason="DependencyNeverSatisfied")
+                run.update_state(job["stage"], index, state="CANCELLED", reason="DependencyNeverSatisfied")
                 failures += 1
             else:
                 runnable.append(index)

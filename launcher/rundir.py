@@ -34,19 +34,23 @@ from typing import Any
 STAGES = ("train", "merge", "generate", "evaluate", "collect")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` so that readers see either the old file or the whole new one."""
+def atomic_write_bytes(path: Path, payload: bytes) -> None:
+    """Write `payload` to `path` so that readers see either the old file or the whole new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_json(path: Path, data: Any) -> None:
@@ -166,6 +170,17 @@ class RunDir:
 
     def mark_done(self, stage: str, index: int, counts: dict[str, Any]) -> None:
         atomic_write_json(self.sentinel(stage, index), {"stage": stage, "index": index, **counts})
+
+    def update_state(self, stage: str, index: int, **fields: Any) -> None:
+        """Merge `fields` into the element's state file (state, host, restarts, error, ...)."""
+        path = self.element_state(stage, index)
+        state = read_json(path) if path.is_file() else {}
+        state.update(fields)
+        atomic_write_json(path, state)
+
+    def read_state(self, stage: str, index: int) -> dict[str, Any]:
+        path = self.element_state(stage, index)
+        return read_json(path) if path.is_file() else {}
 
     def done_record(self, stage: str, index: int) -> dict[str, Any] | None:
         path = self.sentinel(stage, index)

@@ -81,8 +81,7 @@ def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
     rows = []
     for job in plan["jobs"]:
         for index, item in enumerate(job["items"]):
-            state_file = run.element_state(job["stage"], index)
-            local = read_json(state_file) if state_file.is_file() else {}
+            local = run.read_state(job["stage"], index)
             done = run.is_done(job["stage"], index)
             job_id = ids.get((job["stage"], index), local.get("job_id", ""))
             row = live.get(job_id)
