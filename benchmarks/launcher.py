@@ -86,7 +86,7 @@ def plain_submitit(tmp: Path, counts: list[int]) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/launcher.json")
+    parser.add_argument("--out", default="runs/benchmarks/launcher.json")
     args = parser.parse_args()
     if not os.environ.get("SLURM_CONF"):
         raise SystemExit('point at the test cluster first: eval "$(bash tests/cluster/cluster.sh env)"')
