@@ -335,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MFTLAUNCH_SANDBOX_TOOLCHAIN"] = args.dir
         Path(args.dir).mkdir(parents=True, exist_ok=True)
     if args.prepare:
-        prepare()
+        info = prepare()
+        if "rust_deps_error" in info:
+            print(f"prepare: the Rust crates could not be built: {info['rust_deps_error']}", file=sys.stderr)
+            return 1
     else:
         print(json.dumps(describe(), indent=1))
     return 0
