@@ -68,7 +68,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from launcher.submit import load, submit, wait_local
+    from launcher.submit import load, submit
 
     started = time.perf_counter()
     loaded = load(args.recipe, args.profile, args.overrides, check_paths=True, submitting=True)
@@ -82,16 +82,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _wait(run: RunDir, local: bool, poll_s: float = 5.0) -> int:
-    from launcher import status
+    from launcher import slurm, status
     from launcher.submit import wait_local
 
-    final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
     if local:
         wait_local(run)
     else:
         while True:
             rows, _ = status.collect(run)
-            if all(r.state in final for r in rows):
+            if all(r.state in slurm.FINAL_STATES for r in rows):
                 break
             time.sleep(poll_s)
     rows, warnings = status.collect(run)

@@ -18,6 +18,9 @@ from launcher.yamlsource import ConfigError, YamlSource
 
 DEFAULT_DATA_ENV = "MFTLAUNCH_DATA_DIR"
 
+#: (field path in the recipe, message): turned into `file:line: field.path: message` at the end
+Problem = tuple[tuple, str]
+
 # How each stage waits for the one before it. `afterok` + kill-on-invalid-dep keeps a failed
 # training from allocating GPU nodes for nothing; evaluation goes element by element where the
 # arrays match; the collector runs whatever happened and names what is missing.
@@ -75,6 +78,19 @@ class Plan:
                 return job
         raise KeyError(stage)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Plan":
+        """Read back a plan.json (resume submits from the run directory alone)."""
+        jobs = [
+            PlannedJob(stage=j["stage"], name=j["name"], items=j["items"],
+                       resources=ResolvedResources(**j["resources"]), depends_on=j["depends_on"],
+                       dependency_type=j["dependency_type"], chunks=[tuple(c) for c in j["chunks"]])
+            for j in data["jobs"]
+        ]
+        return cls(recipe=data["recipe"], profile=data["profile"], scheduler=data["scheduler"],
+                   model_name=data["model_name"], data_dir=data["data_dir"], limit=data["limit"], jobs=jobs,
+                   notes=data.get("notes", []))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe,
@@ -116,7 +132,7 @@ def default_data_dir() -> Optional[str]:
     return str(beside) if beside.is_dir() else None
 
 
-def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: list["Problem"]) -> ResolvedResources:
+def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: list[Problem]) -> ResolvedResources:
     where = ("stages", stage, "resources")
     partition = res.partition or (profile.partitions.gpu if res.gpus_per_node else profile.partitions.cpu)
     if res.gpus_per_node > profile.gpus_per_node:
@@ -154,7 +170,7 @@ def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: l
     )
 
 
-def _chunks(stage: str, count: int, profile: Profile, problems: list["Problem"]) -> list[tuple[int, int]]:
+def _chunks(stage: str, count: int, profile: Profile, problems: list[Problem]) -> list[tuple[int, int]]:
     size = profile.max_array_size
     if count <= size:
         return [(0, count)]
@@ -171,7 +187,7 @@ def _is_builtin(path: str) -> bool:
     return path.startswith("builtin:")
 
 
-def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list["Problem"]) -> None:
+def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list[Problem]) -> None:
     """Cluster paths must exist where `submit` (or `validate --check-paths`) runs."""
     model_path = recipe.model.path
     if not _is_builtin(model_path) and not Path(model_path).exists():
@@ -192,7 +208,7 @@ def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list["Problem
             problems.append((("data_dir",), f"{data_dir} is not a directory (`mftlaunch data fetch --dest {data_dir}`)"))
 
 
-def _memory_notes(recipe: Recipe, profile: Profile, problems: list["Problem"], notes: list[str]) -> None:
+def _memory_notes(recipe: Recipe, profile: Profile, problems: list[Problem], notes: list[str]) -> None:
     """Per-GPU memory estimate of the training stage from the model's config.json (plain JSON maths,
     no torch); refuses a recipe that cannot fit when the profile states its GPUs' memory."""
     from jobs.training import memory
@@ -208,9 +224,6 @@ def _memory_notes(recipe: Recipe, profile: Profile, problems: list["Problem"], n
     if profile.gpu_mem_gib and train.resources.gpus_per_node:
         for message in memory.problems(estimate, train, profile.gpu_mem_gib):
             problems.append((("stages", "train"), message))
-
-
-Problem = tuple[tuple, str]
 
 
 def _format(problems: list[Problem], source: Optional[YamlSource]) -> list[str]:

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+import yaml
+
 from launcher import slurm
-from launcher.plan import Plan, PlannedJob, ResolvedResources
+from launcher.plan import Plan
 from launcher.profile import Profile
 from launcher.rundir import RunDir, atomic_write_json, read_json
 from launcher.status import element_job_ids
-from launcher.submit import _alive, load_manifest, start_local, submit_slurm
-
-import yaml
+from launcher.submit import is_running, load_manifest, start_local, submit_slurm
 
 
 def rerun_selection(run: RunDir, plan: dict[str, Any]) -> dict[str, list[int]]:
@@ -36,17 +36,6 @@ def rerun_selection(run: RunDir, plan: dict[str, Any]) -> dict[str, list[int]]:
     return selected
 
 
-def _plan_from_dict(data: dict[str, Any]) -> Plan:
-    jobs = []
-    for j in data["jobs"]:
-        jobs.append(PlannedJob(stage=j["stage"], name=j["name"], items=j["items"],
-                               resources=ResolvedResources(**j["resources"]), depends_on=j["depends_on"],
-                               dependency_type=j["dependency_type"], chunks=[tuple(c) for c in j["chunks"]]))
-    return Plan(recipe=data["recipe"], profile=data["profile"], scheduler=data["scheduler"],
-                model_name=data["model_name"], data_dir=data["data_dir"], limit=data["limit"], jobs=jobs,
-                notes=data.get("notes", []))
-
-
 def resume(run: RunDir) -> dict[str, list[int]]:
     """Resubmit only what did not complete (and its dependents) into the same run directory."""
     manifest = load_manifest(run)
@@ -59,11 +48,11 @@ def resume(run: RunDir) -> dict[str, list[int]]:
             run.sentinel(stage, index).unlink(missing_ok=True)  # dependents rerun from scratch
     profile = Profile.model_validate(yaml.safe_load(run.profile_file.read_text(encoding="utf-8")))
     if manifest.get("scheduler") == "local":
-        if manifest.get("local_pid") and _alive(manifest["local_pid"]):
+        if manifest.get("local_pid") and is_running(manifest["local_pid"]):
             raise RuntimeError(f"the local scheduler of this run is still running (pid {manifest['local_pid']})")
         start_local(run, manifest, only=selection)
     else:
-        submit_slurm(run, _plan_from_dict(plan_data), profile, manifest, only=selection)
+        submit_slurm(run, Plan.from_dict(plan_data), profile, manifest, only=selection)
     return selection
 
 
@@ -71,7 +60,7 @@ def cancel(run: RunDir) -> list[str]:
     manifest = load_manifest(run)
     if manifest.get("scheduler") == "local":
         pid = manifest.get("local_pid")
-        if pid and _alive(pid):
+        if pid and is_running(pid):
             os.killpg(pid, signal.SIGTERM)
             return [f"local scheduler {pid}"]
         return []

@@ -217,11 +217,12 @@ def load_manifest(run: RunDir) -> dict[str, Any]:
 
 def wait_local(run: RunDir, poll_s: float = 1.0) -> None:
     pid = load_manifest(run).get("local_pid")
-    while pid and _alive(pid):
+    while pid and is_running(pid):
         time.sleep(poll_s)
 
 
-def _alive(pid: int) -> bool:
+def is_running(pid: int) -> bool:
+    """Whether process `pid` (e.g. the local scheduler of a run) is still alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -7,10 +7,9 @@ from pathlib import Path
 import pytest
 
 from jobs.benchmarks import suite
-from launcher.plan import build_plan, stage_items
+from launcher.plan import Plan, build_plan, stage_items
 from launcher.profile import Profile, load_profile
 from launcher.recipe import load_recipe
-from launcher.steer import _plan_from_dict
 from launcher.yamlsource import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -160,7 +159,7 @@ def test_plan_json_round_trip():
     data = json.loads(json.dumps(plan.to_dict()))
     assert data["jobs"][2]["chunks"] == [[0, 5], [5, 5], [10, 4]]
     assert data["jobs"][2]["is_array"] is True
-    again = _plan_from_dict(data)
+    again = Plan.from_dict(data)
     assert again.to_dict() == plan.to_dict()
 
 
