@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from launcher import slurm
 from launcher.rundir import RunDir, read_json
+from launcher.submit import is_running
 
 
 @dataclass
@@ -63,6 +64,7 @@ def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
     plan = read_json(run.plan_file)
     manifest = read_json(run.manifest_file)
     warnings: list[str] = []
+    accounting = True
     live: dict[str, slurm.JobRow] = {}
     ids = element_job_ids(manifest, plan) if manifest.get("scheduler") == "slurm" else {}
     if ids:
@@ -77,7 +79,9 @@ def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 start = manifest["submit_time"]
                 live.update({r.job_id: r for r in slurm.sacct(missing, start) if r.job_id not in live})
             except slurm.SlurmError as exc:
+                accounting = False
                 warnings.append(f"sacct unavailable ({exc}); finished elements are read from sentinels")
+    local_scheduler_gone = manifest.get("scheduler") == "local" and not is_running(manifest.get("local_pid") or 0)
     rows = []
     for job in plan["jobs"]:
         for index, item in enumerate(job["items"]):
@@ -91,6 +95,12 @@ def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 note = row.reason
             if state == "COMPLETED" and not done:
                 note = "no completion sentinel: the job ended without finishing its work"
+            if row is None and not done and state in ("PENDING", "RUNNING", "REQUEUED"):
+                # its own record says it is not finished, but whatever ran it is gone
+                if local_scheduler_gone:
+                    state, note = "LOST", "the local scheduler stopped; `mftlaunch resume` reruns it"
+                elif ids and not accounting:
+                    state, note = "ENDED", "left the queue without a completion sentinel (no accounting to say why)"
             rows.append(ElementStatus(
                 stage=job["stage"], index=index, key=item["key"], job_id=job_id, state=state,
                 node=(row.node if row and row.node else local.get("host", "")),

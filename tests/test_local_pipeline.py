@@ -48,3 +48,41 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert code == 0
     assert {r["state"] for r in status["elements"]} == {"COMPLETED"}
     assert len(status["elements"]) == 2 * len(benchmarks) + 1
+
+
+def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):
+    """Cancel a local run mid-generation: status says what was lost; resume finishes it,
+    continuing from the problems already generated."""
+    import time
+
+    bench = "humanevalsynthesize-python"
+    recipe = {
+        "name": "local_cancel",
+        "model": {"path": "builtin:tiny-llama", "model_name": "tiny", "dtype": "fp32"},
+        "output_root": str(tmp_path / "runs"),
+        "data_dir": str(data_dir),
+        "limit": 60,
+        "stages": {"generate": {"benchmarks": [bench], "max_new_tokens": 48, "batch_size": 1,
+                                "resources": {"gpus_per_node": 0}}},
+    }
+    path = tmp_path / "local_cancel.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["submit", str(path), "--profile", "local"]) == 0
+    run = _run_dir(capsys.readouterr().out)
+    partial = run.generate_dir(bench) / f"generations_{bench}_tiny.partial.json"
+    deadline = time.time() + 120
+    while not partial.is_file() and time.time() < deadline:
+        time.sleep(0.2)
+    assert partial.is_file(), "generation made no progress"
+    assert main(["cancel", str(run.root)]) == 0
+    capsys.readouterr()
+    time.sleep(1)
+    assert main(["status", str(run.root), "--json"]) == 0
+    element = json.loads(capsys.readouterr().out)["elements"][0]
+    assert element["state"] == "LOST" and not element["done"], element
+    assert main(["resume", str(run.root), "--wait"]) == 0
+    out = capsys.readouterr().out
+    assert "resubmitted generate: [0]" in out and "run completed" in out
+    log = "".join(p.read_text() for p in run.logs_dir.glob("mft.local_cancel.generate_*.out"))
+    assert f"resuming {bench}:" in log
+    assert len(read_json(run.generate_dir(bench) / f"generations_{bench}_tiny.json")) == 60
