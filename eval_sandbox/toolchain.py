@@ -36,7 +36,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import _support
+from . import harnesses, rust_crates
 
 #: PATH given to every sandboxed command.
 SANDBOX_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/lib/go/bin"
@@ -163,7 +163,7 @@ def go_cache_dir() -> Path:
 
 def harness_object() -> Path:
     """The C harness (``__wrap_main`` + assert hook) compiled once, world-readable."""
-    src = _support.HARNESS_C
+    src = harnesses.HARNESS_C
     digest = hashlib.sha256(src.encode()).hexdigest()[:16]
     out = cache_dir() / f"mft_harness-{digest}.o"
     if out.exists():
@@ -211,8 +211,8 @@ def rust_deps(build: bool = True, into: Path | None = None) -> dict:
     the first time, keyed by the exact ``rustc -vV`` so a toolchain upgrade rebuilds.
     """
     rustc = rustc_exe()
-    key = hashlib.sha256((_rustc_version(rustc) + _support.RAND_SHIM_LIB
-                          + _support.RUST_DEPS_CARGO_TOML).encode()).hexdigest()[:12]
+    key = hashlib.sha256((_rustc_version(rustc) + rust_crates.RAND_SHIM_LIB
+                          + rust_crates.RUST_DEPS_CARGO_TOML).encode()).hexdigest()[:12]
     candidates = [into] if into is not None else _rust_deps_dirs()
     for base in candidates:
         manifest = base / key / "deps.json"
@@ -242,10 +242,10 @@ def _build_rust_deps(dest: Path, rustc: str) -> dict:
         proj = tmp / "proj"
         (proj / "src").mkdir(parents=True)
         (proj / "rand-shim" / "src").mkdir(parents=True)
-        (proj / "Cargo.toml").write_text(_support.RUST_DEPS_CARGO_TOML)
+        (proj / "Cargo.toml").write_text(rust_crates.RUST_DEPS_CARGO_TOML)
         (proj / "src" / "lib.rs").write_text("// deps only\n")
-        (proj / "rand-shim" / "Cargo.toml").write_text(_support.RAND_SHIM_CARGO_TOML)
-        (proj / "rand-shim" / "src" / "lib.rs").write_text(_support.RAND_SHIM_LIB)
+        (proj / "rand-shim" / "Cargo.toml").write_text(rust_crates.RAND_SHIM_CARGO_TOML)
+        (proj / "rand-shim" / "src" / "lib.rs").write_text(rust_crates.RAND_SHIM_LIB)
         home = tmp / "cargo-home"
         home.mkdir()
         (home / "config.toml").write_text(

@@ -8,7 +8,7 @@ is disabled); the test binary runs without it.
 """
 from __future__ import annotations
 
-from .. import _support
+from .. import harnesses
 from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
@@ -18,7 +18,7 @@ class GoRunner(Runner):
 
     def build(self, program, ctx: Context):
         write(ctx, "main_test.go", program)
-        write(ctx, "zz_mft_harness_test.go", _support.GO_HARNESS)
+        write(ctx, "zz_mft_harness_test.go", harnesses.GO_HARNESS)
         cache = ctx.paths.go_cache()
         env = base_env(ctx)
         env.update({"GO111MODULE": "off", "GOPATH": ctx.paths.gopath(), "GOCACHE": cache,

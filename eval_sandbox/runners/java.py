@@ -6,7 +6,7 @@ reference, no ``-ea`` (the tests throw ``AssertionError`` themselves).
 """
 from __future__ import annotations
 
-from .. import _support
+from .. import harnesses
 from .base import Context, Runner, Step, Verdict, base_env, write
 
 _JVM = ["-Xshare:auto", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:-UsePerfData",
@@ -19,7 +19,7 @@ class JavaRunner(Runner):
 
     def build(self, program, ctx: Context):
         write(ctx, "Main.java", program)
-        write(ctx, "MftSandboxHarness.java", _support.JAVA_HARNESS)
+        write(ctx, "MftSandboxHarness.java", harnesses.JAVA_HARNESS)
         env = base_env(ctx)
         javac = ["javac", *[f"-J{o}" for o in _JVM], "-J-Xmx1g", "-encoding", "UTF-8", "-nowarn",
                  "-d", ctx.cwd, f"{ctx.cwd}/Main.java", f"{ctx.cwd}/MftSandboxHarness.java"]

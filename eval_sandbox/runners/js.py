@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .. import _support
+from .. import harnesses
 from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
@@ -24,7 +24,7 @@ class JsRunner(Runner):
         src = _CONSOLE_ASSERT.sub(name, program)
         src = src + f"\n;{name}_done();\n"
         write(ctx, "test.js", src)
-        prelude = write(ctx, "mft_prelude.js", _support.JS_PRELUDE)
+        prelude = write(ctx, "mft_prelude.js", harnesses.JS_PRELUDE)
         env = base_env(ctx)
         env["UV_THREADPOOL_SIZE"] = "2"
         mounts = Mounts()

@@ -1,7 +1,7 @@
 """Python: ``python3 -I -B -c <driver>``; the driver exec()s prog.py with empty globals."""
 from __future__ import annotations
 
-from .. import _support
+from .. import harnesses
 from .base import Context, Runner, Step, Verdict, base_env, write
 
 
@@ -10,7 +10,7 @@ class PythonRunner(Runner):
 
     def build(self, program, ctx: Context):
         write(ctx, "prog.py", program)
-        argv = [ctx.paths.python(), "-I", "-B", "-c", _support.PY_DRIVER]
+        argv = [ctx.paths.python(), "-I", "-B", "-c", harnesses.PY_DRIVER]
         return None, Step(argv, ctx.run_limits, base_env(ctx),
                           stdin=(ctx.marker + "\n").encode(), watch_marker=True)
 
