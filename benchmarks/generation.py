@@ -56,7 +56,8 @@ def load(model_arg: str, device: str, dtype: str, attn: str):
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from jobs.generate import DTYPES, HFEngine, eos_token_ids, load_tokenizer
+    from jobs.generation.hf_engine import HFEngine, eos_token_ids, load_tokenizer
+    from jobs.generation.settings import DTYPES
     from jobs.tiny_model import resolve_model_path
 
     path = Path(model_arg) if model_arg.endswith(".json") else resolve_model_path(model_arg)
@@ -78,7 +79,7 @@ def load(model_arg: str, device: str, dtype: str, attn: str):
 
 
 def make_rows(engine, n: int, lo: int, hi: int, budget: int, seed: int):
-    from jobs.generate import Row
+    from jobs.generation.rows import Row
 
     rng = random.Random(seed)
     special = set(engine.eos_ids) | set(getattr(engine.tokenizer, "all_special_ids", []))
@@ -92,7 +93,7 @@ def finished(text: str) -> bool:
 
 def run_engine(engine, rows, settings):
     """mftlaunch: length-sorted batches through HFEngine.generate."""
-    from jobs.generate import batches, sort_rows
+    from jobs.generation.rows import batches, sort_rows
 
     results = {}
     for batch in batches(sort_rows(rows), settings.batch_size):
@@ -107,7 +108,7 @@ def run_baseline(engine, rows):
     import torch
     from transformers import StoppingCriteria
 
-    from jobs.generate import decode_new_text
+    from jobs.generation.text import decode_new_text
 
     class StopWords(StoppingCriteria):
         def __init__(self, width):
@@ -177,7 +178,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from jobs.generate import DecodeSettings
+    from jobs.generation.settings import DecodeSettings
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     gpu = device.startswith("cuda")

@@ -14,8 +14,16 @@ from jobs import generate as gen  # noqa: E402
 from jobs.benchmarks import prompts as pr  # noqa: E402
 from jobs.context import RequeueRequested, StageContext  # noqa: E402
 from jobs.distributed import DistEnv  # noqa: E402
+from jobs.generation.benchmark import generate_benchmark  # noqa: E402
+from jobs.generation.hf_engine import HFEngine, cpu_threads  # noqa: E402
+from jobs.generation.model_loading import pick_model  # noqa: E402
+from jobs.generation.progress import partial_filename  # noqa: E402
+from jobs.generation.rows import Row, sort_rows  # noqa: E402
+from jobs.generation.settings import DecodeSettings, token_budget  # noqa: E402
+from jobs.generation.text import IncrementalText, decode_new_text  # noqa: E402
+from jobs.generation.vllm_engine import VLLMEngine  # noqa: E402
 from launcher.recipe import Recipe  # noqa: E402
-from launcher.rundir import RunDir, read_json  # noqa: E402
+from launcher.rundir import RunDir, generations_name, read_json  # noqa: E402
 
 PROMPTS = [
     "x",
@@ -47,8 +55,8 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(model_dir) -> gen.HFEngine:
-    return gen.HFEngine.load(model_dir, dtype="bf16", device="cpu", eos_strings=["<|im_end|>"])
+def engine(model_dir) -> HFEngine:
+    return HFEngine.load(model_dir, dtype="bf16", device="cpu", eos_strings=["<|im_end|>"])
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +86,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def rows_for(engine, prompts, budget):
-    return [gen.Row(i, 0, engine.encode(p), budget) for i, p in enumerate(prompts)]
+    return [Row(i, 0, engine.encode(p), budget) for i, p in enumerate(prompts)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -92,12 +100,12 @@ def test_cpu_runs_fp32_whatever_the_recipe_says(engine):
 
 
 def test_batched_greedy_equals_one_at_a_time(engine):
-    settings = gen.DecodeSettings(max_new_tokens=24)
+    settings = DecodeSettings(max_new_tokens=24)
     rows = rows_for(engine, PROMPTS, 24)
     assert len({len(r.prompt_ids) for r in rows}) == len(rows), "prompts must differ in length"
     alone = [engine.generate([row], None, settings)[0] for row in rows]
-    batched = engine.generate(gen.sort_rows(rows), None, settings)
-    by_problem = {row.problem: res for row, res in zip(gen.sort_rows(rows), batched)}
+    batched = engine.generate(sort_rows(rows), None, settings)
+    by_problem = {row.problem: res for row, res in zip(sort_rows(rows), batched)}
     for row, single in zip(rows, alone):
         assert by_problem[row.problem] == single, f"prompt {row.problem} differs when batched"
     assert all(r.new_tokens == 24 for r in alone)
@@ -105,8 +113,8 @@ def test_batched_greedy_equals_one_at_a_time(engine):
 
 def test_static_cache_gives_the_same_greedy_rows(engine):
     rows = rows_for(engine, PROMPTS[:4], 12)
-    dynamic = engine.generate(gen.sort_rows(rows), None, gen.DecodeSettings(max_new_tokens=12))
-    static = engine.generate(gen.sort_rows(rows), None, gen.DecodeSettings(max_new_tokens=12, static_cache=True))
+    dynamic = engine.generate(sort_rows(rows), None, DecodeSettings(max_new_tokens=12))
+    static = engine.generate(sort_rows(rows), None, DecodeSettings(max_new_tokens=12, static_cache=True))
     assert static == dynamic
 
 
@@ -119,12 +127,12 @@ def test_the_equality_test_can_fail(engine):
     out = engine.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=16,
                                 do_sample=False, pad_token_id=engine.pad_id, eos_token_id=engine.eos_ids)
     broken = [engine.tokenizer.decode(o[width:]) for o in out]
-    right = [engine.generate([r], None, gen.DecodeSettings(max_new_tokens=16))[0].completion for r in rows]
+    right = [engine.generate([r], None, DecodeSettings(max_new_tokens=16))[0].completion for r in rows]
     assert any(b != r for b, r in zip(broken, right))
 
 
 def test_stop_sequence_cuts_its_row_only(engine):
-    settings = gen.DecodeSettings(max_new_tokens=40)
+    settings = DecodeSettings(max_new_tokens=40)
     rows = rows_for(engine, PROMPTS[:4], 40)
     free = engine.generate(rows, None, settings)
     text = free[1].completion
@@ -134,7 +142,7 @@ def test_stop_sequence_cuts_its_row_only(engine):
     assert stop in stopped[1].completion and stopped[1].new_tokens < 40
     assert text.startswith(stopped[1].completion)
     # it stopped at the first token that completed the stop string, not later
-    shorter = engine.generate([gen.Row(1, 0, rows[1].prompt_ids, stopped[1].new_tokens - 1)], None, settings)[0]
+    shorter = engine.generate([Row(1, 0, rows[1].prompt_ids, stopped[1].new_tokens - 1)], None, settings)[0]
     assert stop not in shorter.completion
     for other, before in zip(stopped, free):
         if stop not in before.completion:
@@ -148,11 +156,11 @@ def test_incremental_text_equals_full_decode(engine):
     contexts = [engine.encode(p)[-4:] for p in PROMPTS[:3]]
     tokens = [[rng.randrange(8, len(engine.tokenizer)) for _ in range(80)] for _ in contexts]
     tokens[0] = engine.encode("    x = 'ünï 中文 🙂'\n    return x  # done")  # multi-byte chars split over tokens
-    inc = gen.IncrementalText(engine.tokenizer, contexts)
+    inc = IncrementalText(engine.tokenizer, contexts)
     for step in range(max(len(t) for t in tokens)):
         rows = [r for r, t in enumerate(tokens) if step < len(t)]
         inc.push(rows, [tokens[r][step] for r in rows])
-        full = gen.decode_new_text(engine.tokenizer, [contexts[r] for r in rows], [tokens[r][:step + 1] for r in rows])
+        full = decode_new_text(engine.tokenizer, [contexts[r] for r in rows], [tokens[r][:step + 1] for r in rows])
         for r, text in zip(rows, full):
             # the incremental text lags only while a character is incomplete
             assert text.startswith(inc.text[r]) and (text == inc.text[r] or text.endswith("\ufffd"))
@@ -160,20 +168,20 @@ def test_incremental_text_equals_full_decode(engine):
 
 
 def test_rows_end_at_their_own_budget(engine):
-    rows = [gen.Row(0, 0, engine.encode(PROMPTS[1]), 5), gen.Row(1, 0, engine.encode(PROMPTS[2]), 11)]
-    out = engine.generate(rows, None, gen.DecodeSettings())
+    rows = [Row(0, 0, engine.encode(PROMPTS[1]), 5), Row(1, 0, engine.encode(PROMPTS[2]), 11)]
+    out = engine.generate(rows, None, DecodeSettings())
     assert [r.new_tokens for r in out] == [5, 11]
     assert [r.finish for r in out] == ["length", "length"]
 
 
 def test_token_budget_rule():
-    s = gen.DecodeSettings(max_length=100)
-    assert gen.token_budget(30, s, None) == 70  # max_length counts prompt + generation
-    assert gen.token_budget(30, s, 64) == 34  # capped by the model's positions
-    assert gen.token_budget(120, s, None) <= 0  # no room: reported, not sent
-    assert gen.token_budget(30, gen.DecodeSettings(max_length=100, max_new_tokens=200), None) == 200
+    s = DecodeSettings(max_length=100)
+    assert token_budget(30, s, None) == 70  # max_length counts prompt + generation
+    assert token_budget(30, s, 64) == 34  # capped by the model's positions
+    assert token_budget(120, s, None) <= 0  # no room: reported, not sent
+    assert token_budget(30, DecodeSettings(max_length=100, max_new_tokens=200), None) == 200
     with pytest.raises(ValueError):
-        gen.DecodeSettings(greedy=True, n_samples=2)
+        DecodeSettings(greedy=True, n_samples=2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,31 +265,31 @@ def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):
 
     problems = load_benchmark("humaneval", data_dir, 7).problems
     fmt = pr.PromptFormat("competition")
-    settings = gen.DecodeSettings(max_new_tokens=12, batch_size=3)
+    settings = DecodeSettings(max_new_tokens=12, batch_size=3)
     args = dict(benchmark="humaneval", problems=problems, indices=list(range(7)), fmt=fmt, settings=settings,
                 model_name="tiny", model_id="tiny", log=lambda _m: None)
 
     first = CountingEngine(engine)
     with pytest.raises(RequeueRequested):
-        gen.generate_benchmark(first, out_dir=tmp_path / "a", should_stop=lambda: True, **args)
-    partial = tmp_path / "a" / gen.partial_filename("humaneval", "tiny")
+        generate_benchmark(first, out_dir=tmp_path / "a", should_stop=lambda: True, **args)
+    partial = tmp_path / "a" / partial_filename("humaneval", "tiny")
     assert len(read_json(partial)["rows"]) == 3 and len(first.seen) == 3
-    assert not (tmp_path / "a" / gen.generations_name("humaneval", "tiny")).exists()
+    assert not (tmp_path / "a" / generations_name("humaneval", "tiny")).exists()
 
     second = CountingEngine(engine)
-    counts = gen.generate_benchmark(second, out_dir=tmp_path / "a", **args)
+    counts = generate_benchmark(second, out_dir=tmp_path / "a", **args)
     assert counts["problems"] == 7
     assert sorted(second.seen) == sorted(set(f"{i}:0" for i in range(7)) - set(first.seen))
     assert not partial.exists()
 
     straight = CountingEngine(engine)
-    gen.generate_benchmark(straight, out_dir=tmp_path / "b", **args)
-    name = gen.generations_name("humaneval", "tiny")
+    generate_benchmark(straight, out_dir=tmp_path / "b", **args)
+    name = generations_name("humaneval", "tiny")
     assert read_json(tmp_path / "a" / name) == read_json(tmp_path / "b" / name)
 
     # a finished element run again generates nothing
     third = CountingEngine(engine)
-    gen.generate_benchmark(third, out_dir=tmp_path / "a", **args)
+    generate_benchmark(third, out_dir=tmp_path / "a", **args)
     assert third.seen == []
 
 
@@ -292,10 +300,10 @@ def test_changed_settings_discard_partial_progress(engine, data_dir, tmp_path):
     base = dict(benchmark="humaneval", problems=problems, indices=list(range(4)), fmt=pr.PromptFormat("competition"),
                 model_name="tiny", model_id="tiny", out_dir=tmp_path, log=lambda _m: None)
     with pytest.raises(RequeueRequested):
-        gen.generate_benchmark(engine, settings=gen.DecodeSettings(max_new_tokens=8, batch_size=2),
+        generate_benchmark(engine, settings=DecodeSettings(max_new_tokens=8, batch_size=2),
                                should_stop=lambda: True, **base)
     again = CountingEngine(engine)
-    gen.generate_benchmark(again, settings=gen.DecodeSettings(max_new_tokens=9, batch_size=2), **base)
+    generate_benchmark(again, settings=DecodeSettings(max_new_tokens=9, batch_size=2), **base)
     assert len(again.seen) == 4
 
 
@@ -336,7 +344,7 @@ def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
     ctx.stop.requested = True
     with pytest.raises(RequeueRequested):
         gen.run(ctx)
-    partial = ctx.run.generate_dir("humaneval") / gen.partial_filename("humaneval", "tiny")
+    partial = ctx.run.generate_dir("humaneval") / partial_filename("humaneval", "tiny")
     assert len(read_json(partial)["rows"]) == 4  # one batch saved
     ctx.stop.requested = False
     assert gen.run(ctx)["problems"] == 7
@@ -348,10 +356,10 @@ def test_model_choice_prefers_override_then_merged(model_dir, tmp_path):
         "stages": {"generate": {"benchmarks": ["humaneval"]}},
     })
     run = RunDir(tmp_path)
-    model, tok = gen.pick_model(recipe, run)
+    model, tok = pick_model(recipe, run)
     assert model.name.startswith("tiny-llama-") and tok == model
     recipe.stages.generate.model_path = str(model_dir)
-    assert gen.pick_model(recipe, run)[0] == model_dir
+    assert pick_model(recipe, run)[0] == model_dir
 
 
 def test_vllm_backend_explains_when_missing(model_dir):
@@ -359,7 +367,7 @@ def test_vllm_backend_explains_when_missing(model_dir):
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(RuntimeError, match="vllm"):
-            gen.VLLMEngine(model_dir, None, "fp32", [])
+            VLLMEngine(model_dir, None, "fp32", [])
     else:  # pragma: no cover
         pytest.skip("vllm is installed")
 
@@ -367,9 +375,9 @@ def test_vllm_backend_explains_when_missing(model_dir):
 def test_cpu_threads_follow_slurm_grant():
     before = torch.get_num_threads()
     try:
-        assert gen.cpu_threads({"SLURM_CPUS_PER_TASK": "1"}) == 1
+        assert cpu_threads({"SLURM_CPUS_PER_TASK": "1"}) == 1
         torch.set_num_threads(2)
-        assert gen.cpu_threads({"SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "2"}) == 2  # user's choice wins
-        assert gen.cpu_threads({}) == 2
+        assert cpu_threads({"SLURM_CPUS_PER_TASK": "1", "OMP_NUM_THREADS": "2"}) == 2  # user's choice wins
+        assert cpu_threads({}) == 2
     finally:
         torch.set_num_threads(before)

@@ -1,0 +1,54 @@
+"""Which model and tokenizer the generate stage uses, and which engine loads them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from jobs.benchmarks import prompts as pr
+from jobs.generation.hf_engine import HFEngine
+from jobs.generation.vllm_engine import VLLMEngine
+from jobs.tiny_model import resolve_model_path
+
+#: Any of these in a directory means it holds a tokenizer (a merged LoRA model may not).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in TOKENIZER_FILES)
+
+
+def pick_model(recipe: Any, run: Any) -> tuple[Path, Path]:
+    """(model dir, tokenizer dir) of the generate stage: stages.generate.model_path, else the
+    merged model when the recipe merges, else model.path; the tokenizer comes from the model dir
+    when it has one, else model.tokenizer_path."""
+    stage = recipe.stages.generate
+    if stage.model_path:
+        model = resolve_model_path(stage.model_path)
+    elif recipe.stages.merge is not None:
+        model = Path(run.merged_dir)
+    else:
+        model = resolve_model_path(recipe.model.path)
+    tokenizer = model
+    if not _has_tokenizer(model):
+        for candidate in (recipe.model.tokenizer_path, recipe.model.path):
+            if candidate and _has_tokenizer(resolve_model_path(candidate)):
+                tokenizer = resolve_model_path(candidate)
+                break
+    return model, tokenizer
+
+
+def make_engine(backend: str, model: Path, tokenizer: Path, model_spec: Any, fmt: pr.PromptFormat,
+                device: Optional[str] = None) -> HFEngine | VLLMEngine:
+    """The engine of `backend` ("hf" or "vllm"); `model_spec` holds dtype, attn_implementation
+    and trust_remote_code (the recipe's `model:` section)."""
+    eos = pr.eos_strings(fmt)
+    if backend == "vllm":
+        return VLLMEngine(model, tokenizer, model_spec.dtype, eos, model_spec.trust_remote_code)
+    return HFEngine.load(model, tokenizer, model_spec.dtype, device, model_spec.attn_implementation,
+                         model_spec.trust_remote_code, eos)
+
+
+def effective_dtype(engine: Any, requested: str) -> str:
+    """What the engine really runs, for the sidecar and the progress fingerprint: CPU is always fp32."""
+    device = getattr(engine, "device", None)
+    return "fp32" if device is not None and device.type == "cpu" else requested
