@@ -4,7 +4,8 @@ written as the generations file and its sidecar.
 Both files are written atomically, the generations file last, so a complete pair means a finished
 element. Between batches the partial-progress file is saved and `should_stop()` polled, so a
 preempted element requeues and resumes. Sampling seeds are per batch, so a resumed sampled run is
-not bit-identical to an uninterrupted one (greedy runs are).
+not bit-identical to an uninterrupted one (greedy runs are). Post-processing cuts each completion
+at stop words and eos strings again, so an engine that overshoots a stop changes no program.
 """
 from __future__ import annotations
 
