@@ -1,0 +1,266 @@
+"""What a run scored, read back from its metrics files: one `TaskResult` per task and the
+`Collection` of them, with the competition mean.
+
+Reads a run directory (its recipe says which tasks, which model and which limit), or any
+directory / list of `metrics_<task>_<model>.json` files (the reference harness's layout works
+too). A task that was asked for but has no metrics, or whose metrics are broken or hold the
+wrong number of problems, is kept with status "missing" / "failed" and a reason, so the caller
+can name every problem at once instead of stopping at the first.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from jobs.benchmarks import suite
+from jobs.benchmarks.data import expected_size, shard_key
+from launcher.rundir import RunDir, read_json
+
+METRICS_RE = re.compile(r"^metrics_([a-z0-9-]+)_(.+)\.json$")
+GENERATIONS_RE = re.compile(r"^generations_([a-z0-9-]+)_(.+)\.json$")
+
+
+class IncompleteResults(Exception):
+    """Some asked-for task is missing or failed. The message names them; exit code 1."""
+
+
+class CollectError(Exception):
+    """The input cannot be collected at all (nothing found, ambiguous model, bad zip)."""
+
+
+@dataclass
+class TaskResult:
+    """One task's score, or why it has none (`reason`), so a table can show every task."""
+
+    task: str
+    status: str  # "ok" | "missing" | "failed"
+    metrics: dict[str, float] = field(default_factory=dict)
+    num_problems: Optional[int] = None
+    expected_problems: Optional[int] = None
+    limit: Optional[int] = None
+    reason: str = ""
+    metrics_path: Optional[str] = None
+    data_sha256: Optional[str] = None
+
+    @property
+    def pass_at_1(self) -> Optional[float]:
+        return self.metrics.get("pass@1") if self.status == "ok" else None
+
+
+@dataclass
+class Collection:
+    """Every required task of one model, plus the generation files the submission zip needs."""
+
+    model: str
+    tasks: dict[str, TaskResult]
+    required: list[str]
+    limited: bool
+    #: generation files per competition task (shards in order), for the zip
+    generation_files: dict[str, list[Path]] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def problems(self) -> list[TaskResult]:
+        return [self.tasks[t] for t in self.required if self.tasks[t].status != "ok"]
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
+
+    @property
+    def competition_complete(self) -> bool:
+        return all(t in self.tasks and self.tasks[t].status == "ok" for t in suite.COMPETITION_SUITE)
+
+    @property
+    def mean(self) -> Optional[float]:
+        """Unweighted mean pass@1 of the 13 competition tasks; None unless all 13 are sound."""
+        if not self.competition_complete:
+            return None
+        values = [self.tasks[t].pass_at_1 for t in suite.COMPETITION_SUITE]
+        return sum(values) / len(values)  # type: ignore[arg-type]
+
+    @property
+    def humaneval(self) -> Optional[float]:
+        result = self.tasks.get("humaneval")
+        return result.pass_at_1 if result else None
+
+    def ordered(self) -> list[TaskResult]:
+        names = [t for t in suite.ALL_BENCHMARKS if t in self.tasks]
+        return [self.tasks[t] for t in names]
+
+    def problem_summary(self) -> str:
+        parts = [f"{r.task} ({r.status}: {r.reason})" for r in self.problems]
+        return f"{len(parts)} of {len(self.required)} tasks missing or failed: " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        mean = self.mean
+        return {
+            "model": self.model,
+            "source": self.source,
+            "limited": self.limited,
+            "complete": self.complete,
+            "mean_competition": mean,
+            "humaneval": self.humaneval,
+            "missing": [r.task for r in self.problems if r.status == "missing"],
+            "failed": [r.task for r in self.problems if r.status == "failed"],
+            "tasks": {r.task: asdict(r) for r in self.ordered()},
+            # the shape of MFTCoder's leaderboard grouping, for tools that read it
+            "results": [{"task": t, "pass@1": self.tasks[t].pass_at_1}
+                        for t in suite.COMPETITION_SUITE if t in self.tasks],
+            "average": mean,
+        }
+
+
+def read_task_metrics(task: str, path: Optional[Path], limit: Optional[int] = None) -> TaskResult:
+    """Check one metrics file: present, the reference shape, and the right number of problems.
+    `limit` is the run's limit when known; otherwise the file's own `config.limit` is used."""
+    if path is None or not path.is_file():
+        return TaskResult(task, "missing", reason="no metrics file" + (f" at {path}" if path else ""),
+                          metrics_path=str(path) if path else None)
+    try:
+        payload = read_json(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        return TaskResult(task, "failed", reason=f"unreadable metrics file {path}: {exc}", metrics_path=str(path))
+    metrics = payload.get(task) if isinstance(payload, dict) else None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("pass@1"), (int, float)):
+        return TaskResult(task, "failed", reason=f"{path} has no {task}.pass@1", metrics_path=str(path))
+    config = payload.get("config") or {}
+    file_limit = config.get("limit")
+    use_limit = limit if limit is not None else file_limit
+    expected = expected_size(task, use_limit)
+    got = config.get("num_problems")
+    result = TaskResult(
+        task, "ok", metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
+        num_problems=got, expected_problems=expected, limit=use_limit, metrics_path=str(path),
+        data_sha256=config.get("data_sha256"),
+    )
+    if got is None:
+        result.status, result.reason = "failed", f"{path}: config.num_problems is missing"
+    elif got != expected:
+        result.status, result.reason = "failed", f"evaluated {got} of {expected} problems"
+    elif limit is not None and file_limit != limit:
+        result.status, result.reason = "failed", f"evaluated with limit {file_limit}, the run has limit {limit}"
+    return result
+
+
+def _element_errors(run: RunDir, stage: str, benchmark: str) -> list[str]:
+    """One-line reasons of failed elements of `stage` for `benchmark`, from the run's state."""
+    try:
+        plan = read_json(run.plan_file)
+        job = next(j for j in plan["jobs"] if j["stage"] == stage)
+    except (OSError, ValueError, KeyError, StopIteration):
+        return []
+    out = []
+    for index, item in enumerate(job.get("items", [])):
+        if item.get("benchmark") != benchmark or run.is_done(stage, index):
+            continue
+        state_path = run.element_state(stage, index)
+        state = read_json(state_path) if state_path.is_file() else {}
+        what = state.get("state", "not run")
+        error = state.get("error")
+        out.append(f"{stage}[{index}] ({item.get('key')}) {what}" + (f": {error}" if error else ""))
+    return out
+
+
+def _shard_files(run: RunDir, benchmark: str, model: str, num_shards: int) -> list[Path]:
+    """Generation files of `benchmark`, shards in order (the keys the planner gave them).
+    Empty when a shard's file is missing (the zip step then names the task)."""
+    paths = [run.generations_file(shard_key(benchmark, s, num_shards), benchmark, model)
+             for s in range(num_shards)]
+    return paths if all(p.is_file() for p in paths) else []
+
+
+def collect_run(run_dir: str | Path) -> Collection:
+    """Collect a run directory: the recipe says which tasks, which model and which limit."""
+    from launcher.recipe import load_recipe
+
+    run = RunDir(Path(run_dir))
+    recipe = load_recipe(run.recipe_file)
+    model = recipe.model.model_name
+    required = list(recipe.benchmarks)
+    tasks: dict[str, TaskResult] = {}
+    for task in required:
+        path = run.metrics_file(task, model)
+        result = read_task_metrics(task, path, recipe.limit)
+        if result.status == "missing":
+            reasons = _element_errors(run, "evaluate", task) + _element_errors(run, "generate", task)
+            if reasons:
+                result.reason += "; " + "; ".join(reasons)
+        tasks[task] = result
+    shards = recipe.stages.generate.shards if recipe.stages.generate else {}
+    gen_files = {t: _shard_files(run, t, model, shards.get(t, 1)) for t in suite.COMPETITION_SUITE if t in required}
+    return Collection(model=model, tasks=tasks, required=required, limited=recipe.limit is not None,
+                      generation_files=gen_files, source=str(run.root))
+
+
+def _scan(paths: Iterable[Path], pattern: re.Pattern) -> list[tuple[str, str, Path]]:
+    """(task, model, path) of every file under `paths` whose name matches `pattern`."""
+    out = []
+    for path in paths:
+        candidates = [path] if path.is_file() else sorted(path.rglob("*.json")) if path.is_dir() else []
+        for candidate in candidates:
+            match = pattern.match(candidate.name)
+            if match and match.group(1) in suite.ALL_BENCHMARKS:
+                out.append((match.group(1), match.group(2), candidate))
+    return out
+
+
+def collect_files(sources: Sequence[str | Path], model: Optional[str] = None) -> Collection:
+    """Collect loose metrics files / directories of them. All 13 competition tasks are required;
+    HumanEval is reported when present. Generation files found under the same directories
+    (e.g. the reference's `generations_<model>/`) feed the zip."""
+    paths = [Path(p) for p in sources]
+    missing_paths = [str(p) for p in paths if not p.exists()]
+    if missing_paths:
+        raise CollectError(f"not found: {', '.join(missing_paths)}")
+    found = _scan(paths, METRICS_RE)
+    models = sorted({m for _t, m, _p in found})
+    if model is None:
+        if not models:
+            raise CollectError(f"no metrics_<task>_<model>.json files under {', '.join(map(str, paths))}")
+        if len(models) > 1:
+            raise CollectError(f"metrics of several models ({', '.join(models)}): pick one with --model")
+        model = models[0]
+    by_task: dict[str, Path] = {}
+    for task, file_model, path in found:
+        if file_model != model:
+            continue
+        if task in by_task and by_task[task] != path:
+            raise CollectError(f"two metrics files for {task}: {by_task[task]} and {path}")
+        by_task[task] = path
+    required = list(suite.COMPETITION_SUITE) + [t for t in suite.EXTRA_BENCHMARKS if t in by_task]
+    tasks = {t: read_task_metrics(t, by_task.get(t)) for t in required}
+    limited = any(r.limit is not None for r in tasks.values())
+    gen_files: dict[str, list[Path]] = {}
+    for task, file_model, path in _scan(paths, GENERATIONS_RE):
+        if file_model == model and task in suite.COMPETITION_SUITE:
+            gen_files.setdefault(task, []).append(path)
+    gen_files = {t: (files if len(files) == 1 else []) for t, files in gen_files.items()}
+    return Collection(model=model, tasks=tasks, required=required, limited=limited,
+                      generation_files=gen_files, source=", ".join(map(str, paths)))
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A directory with a recipe file: collected by its recipe, not by scanning file names."""
+    return Path(path).is_dir() and RunDir(Path(path)).recipe_file.is_file()
+
+
+def collect(*sources: str | Path, model: Optional[str] = None) -> Collection:
+    """A run directory, or metrics files / directories. Never raises for missing tasks: look at
+    `.complete` / `.problems` (or call `require_complete`)."""
+    if not sources:
+        raise CollectError("nothing to collect: give a run directory or metrics files")
+    if len(sources) == 1 and is_run_dir(sources[0]):
+        collection = collect_run(sources[0])
+        if model is not None and model != collection.model:
+            raise CollectError(f"{sources[0]} is a run of model {collection.model}, not {model}")
+        return collection
+    return collect_files(sources, model)
+
+
+def require_complete(collection: Collection) -> None:
+    if not collection.complete:
+        raise IncompleteResults(collection.problem_summary())
