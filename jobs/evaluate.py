@@ -12,15 +12,15 @@ each program with the benchmark's tests (`jobs.benchmarks.assembly`), execute th
 Both are written atomically. Results of finished chunks are kept in a `.partial.jsonl` beside
 them, so a requeued element (USR2 / time budget) resumes instead of starting over.
 
-pass@k is the unbiased estimator of Chen et al. (2021), emitted for k in (1, 10, 100) where every
-problem has at least k samples, as the reference does; greedy runs therefore report pass@1 only.
+pass@k (`jobs.results.scoring`) is the unbiased estimator of Chen et al. (2021), emitted for k in
+(1, 10, 100) where every problem has at least k samples, as the reference does; greedy runs
+therefore report pass@1 only. Generations files are read by `jobs.results.generations`.
 No torch here.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 import re
@@ -29,92 +29,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from jobs.benchmarks.data import BenchmarkData, language_of, load_benchmark, shard_key, shard_range
-from launcher.rundir import atomic_write_json, atomic_write_text, generations_name, metrics_name, results_name
+from jobs.benchmarks.data import BenchmarkData, language_of, load_benchmark
+from jobs.results.generations import GenerationsError, fit_generations, load_generations, merge_shards
+from jobs.results.scoring import KS, pass_at_k, pass_at_k_summary, summarize
+from launcher.rundir import atomic_write_json, atomic_write_text, metrics_name, results_name
 
-KS = (1, 10, 100)
+__all__ = [  # the CLI (launcher/eval_commands.py) and the tests import these from here
+    "KS", "EvalSettings", "GenerationsError", "SandboxError", "StopRequested", "default_workers",
+    "error_class", "evaluate_file", "execute_generations", "fit_generations", "load_generations",
+    "merge_shards", "pass_at_k", "pass_at_k_summary", "resolve_backend", "run", "summarize",
+    "write_results",
+]
+
 CHUNK_PER_WORKER = 4
 STDERR_TAIL_CHARS = 2000
-
-
-class GenerationsError(Exception):
-    """The generations file(s) are missing or do not match the benchmark's problems."""
-
-
-# ---------------------------------------------------------------------------------------------
-# pass@k
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k for one problem with n samples of which c passed: 1 - C(n-c, k) / C(n, k)."""
-    if not 0 <= c <= n or k < 1 or n < 1:
-        raise ValueError(f"pass@k needs 0 <= c <= n, n >= 1, k >= 1 (n={n}, c={c}, k={k})")
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.prod(1.0 - k / i for i in range(n - c + 1, n + 1))
-
-
-def pass_at_k_summary(counts: Sequence[tuple[int, int]], ks: Sequence[int] = KS) -> dict[str, float]:
-    """Mean pass@k over problems for every k that all problems have enough samples for."""
-    if not counts:
-        return {}
-    min_n = min(n for n, _ in counts)
-    return {
-        f"pass@{k}": sum(pass_at_k(n, c, k) for n, c in counts) / len(counts)
-        for k in ks
-        if k <= min_n
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# generations
-
-
-def load_generations(path: Path) -> list[list[str]]:
-    """A generations file: JSON list (per problem) of lists of programs."""
-    if not Path(path).is_file():
-        raise GenerationsError(f"generations file not found: {path}")
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise GenerationsError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, list) or not all(
-        isinstance(samples, list) and all(isinstance(s, str) for s in samples) for samples in data
-    ):
-        raise GenerationsError(f"{path}: expected a JSON list of lists of strings (one list per problem)")
-    return data
-
-
-
-
-def merge_shards(run: Any, benchmark: str, model_name: str, num_shards: int, num_problems: int) -> tuple[list[list[str]], list[str]]:
-    """Concatenate the generations of every shard of `benchmark` in shard order (each shard holds
-    `shard_range` of the problems). Returns the merged list and the files read."""
-    merged: list[list[str]] = []
-    files: list[str] = []
-    for shard in range(num_shards):
-        path = run.generate_dir(shard_key(benchmark, shard, num_shards)) / generations_name(benchmark, model_name)
-        part = load_generations(path)
-        want = len(shard_range(num_problems, shard, num_shards))
-        if len(part) != want:
-            raise GenerationsError(
-                f"{path}: holds {len(part)} problems, shard {shard} of {num_shards} of {benchmark} "
-                f"should hold {want}; re-run that generate element"
-            )
-        merged.extend(part)
-        files.append(str(path))
-    return merged, files
-
-
-def fit_generations(generations: list[list[str]], num_problems: int, source: str, limited: bool) -> list[list[str]]:
-    """Match generations to the problems: a limited run may score the first N of a longer file
-    (the reference cuts to n_tasks too); anything else must match exactly."""
-    if len(generations) == num_problems:
-        return generations
-    if len(generations) > num_problems and limited:
-        return generations[:num_problems]
-    hint = " (was it generated with a limit? pass the same --limit)" if len(generations) < num_problems else ""
-    raise GenerationsError(f"{source}: holds {len(generations)} problems, the benchmark has {num_problems}{hint}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,6 +128,10 @@ def _default_execute_many() -> Callable[..., list]:
     import eval_sandbox
 
     return eval_sandbox.execute_many
+
+
+class StopRequested(Exception):
+    """Execution stopped early on request; the partial results are saved."""
 
 
 class SandboxError(Exception):
@@ -315,36 +247,8 @@ def execute_generations(
     return out
 
 
-class StopRequested(Exception):
-    """Execution stopped early on request; the partial results are saved."""
-
-
 # ---------------------------------------------------------------------------------------------
 # metrics
-
-
-def summarize(records: Sequence[dict[str, Any]], num_problems: int) -> tuple[dict[str, float], dict[str, Any]]:
-    """pass@k metrics and counts from per-sample records."""
-    per_problem: dict[int, list[bool]] = {i: [] for i in range(num_problems)}
-    statuses: dict[str, int] = {}
-    for rec in records:
-        per_problem[rec["index"]].append(bool(rec["passed"]))
-        statuses[rec["status"]] = statuses.get(rec["status"], 0) + 1
-    empty = [i for i, outcomes in per_problem.items() if not outcomes]
-    if empty:
-        raise GenerationsError(f"problems without any generated sample: indices {empty[:10]}")
-    counts = [(len(o), sum(o)) for o in per_problem.values()]
-    metrics = pass_at_k_summary(counts)
-    extra = {
-        "num_problems": num_problems,
-        "num_samples": len(records),
-        "n_samples_min": min(n for n, _ in counts),
-        "n_samples_max": max(n for n, _ in counts),
-        "problems_solved": sum(1 for _n, c in counts if c > 0),
-        "samples_passed": sum(c for _n, c in counts),
-        "status_counts": dict(sorted(statuses.items())),
-    }
-    return metrics, extra
 
 
 def write_results(

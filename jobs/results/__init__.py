@@ -1,2 +1,2 @@
-"""Reading back what the evaluate stage wrote: pass@k scoring, the per-task collection, its
-tables, and the competition submission zip. Used by the evaluate and collect stages and the CLI."""
+"""What the evaluate and collect stages read and write, apart from running programs: generations
+files, pass@k scoring, the per-task collection of metrics, its tables, and the submission zip."""
