@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from typing import Callable
 
 from . import toolchain
 from .api import execute
-from .limits import Limits, default_limits
+from .limits import default_limits
 
 NOT_PASSED = {"failed", "timeout", "compile_error", "runtime_error", "killed"}
 
