@@ -22,6 +22,30 @@ def _sinfo(fmt: str) -> list[str]:
     return [line.strip() for line in out.stdout.splitlines() if line.strip()]
 
 
+def cluster_config() -> dict[str, str]:
+    """`scontrol show config` as a dict (MaxArraySize, MaxJobCount, ...)."""
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
+                         env=slurm.clean_env(), timeout=30)
+    if out.returncode != 0:
+        raise slurm.SlurmError(out.stderr.strip())
+    return {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in out.stdout.splitlines()) if v}
+
+
+def _array_size_line(profile: Profile) -> str:
+    """Array indices must stay below MaxArraySize: a profile that says more makes sbatch refuse
+    big arrays instead of mftlaunch chunking them."""
+    try:
+        limit = int(cluster_config().get("MaxArraySize", "0"))
+    except (slurm.SlurmError, ValueError) as exc:
+        return f"WARN could not read MaxArraySize ({exc})"
+    if not limit:
+        return "WARN the cluster does not report MaxArraySize"
+    if profile.max_array_size > limit:
+        return (f"FAIL max_array_size: profile says {profile.max_array_size}, the cluster's MaxArraySize is {limit}: "
+                f"set max_array_size: {limit}")
+    return f"OK   max_array_size {profile.max_array_size} <= the cluster's MaxArraySize {limit}"
+
+
 def check(profile: Profile) -> list[str]:
     """Lines starting with OK / WARN / FAIL."""
     if profile.is_local:
@@ -44,6 +68,7 @@ def check(profile: Profile) -> list[str]:
             lines.append(f"OK   nodes advertise GRES: {gres}")
         else:
             lines.append(f"FAIL profile says {profile.gpus_per_node} GPUs per node but no node advertises gpu GRES ({gres})")
+    lines.append(_array_size_line(profile))
     partition = profile.partitions.cpu or profile.partitions.gpu
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "check.sbatch"

@@ -32,3 +32,16 @@ def test_two_node_gloo_group_from_launcher_environment(slurm, tmp_path, monkeypa
     assert {r["node_rank"] for r in report["ranks"]} == {0, 1}
     assert report["secrets_present"] == ["HF_TOKEN"]
     assert _files_containing(tmp_path, token) == []
+
+
+def test_profiles_check_asks_the_live_cluster(slurm, tmp_path, capsys):
+    assert main(["profiles", "check", "test-cluster"]) == 0
+    out = capsys.readouterr().out
+    assert "OK   partitions.cpu: 'cpu' exists" in out
+    assert "MaxArraySize 1001" in out and "OK   sbatch --test-only" in out
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("name: wrong\nscheduler: slurm\npartitions: {gpu: nosuch, cpu: cpu}\nmax_array_size: 5000\n")
+    assert main(["profiles", "check", str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL partitions.gpu: 'nosuch' not found" in out
+    assert "FAIL max_array_size: profile says 5000" in out
