@@ -48,6 +48,10 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert code == 0
     assert {r["state"] for r in status["elements"]} == {"COMPLETED"}
     assert len(status["elements"]) == 2 * len(benchmarks) + 1
+    assert main(["logs", str(run.root), "--stage", "generate", "--index", "1"]) == 0
+    logs = capsys.readouterr().out
+    assert "generate[1] (humanevalfixtests-js)" in logs
+    assert "generate[0]" not in logs and "evaluate[1]" not in logs
 
 
 def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):
