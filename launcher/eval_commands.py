@@ -138,14 +138,28 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 def cmd_data_fetch(args: argparse.Namespace) -> int:
-    """Download the benchmark data, verified against the pinned sha256 sums."""
-    from jobs.data_fetch import FetchError, fetch
+    """Download the benchmark data, verified against the pinned sha256 sums; or, with --model, a
+    Hugging Face model snapshot (config, tokenizer, safetensors weights) into DEST/models/ for
+    compute nodes without internet. HF_TOKEN (private / gated repos) and HF_ENDPOINT (a Hub mirror)
+    are read from the environment."""
+    from jobs.data_fetch import FetchError, fetch, fetch_model
 
+    if args.model is None and (args.revision is not None or args.allow_pickle):
+        _err("--revision and --allow-pickle go with --model REPO_ID")
+        return 2
+    if args.model is not None and args.base_url:
+        _err("--base-url is a mirror of the benchmark data; for a model mirror set HF_ENDPOINT")
+        return 2
     try:
-        fetch(args.dest, base_url=args.base_url)
+        if args.model is None:
+            fetch(args.dest, base_url=args.base_url)
+            return 0
+        path = fetch_model(args.dest, args.model, revision=args.revision, allow_pickle=args.allow_pickle)
     except FetchError as exc:
         _err(str(exc))
         return 1
+    print("use as model.path in a recipe:", flush=True)
+    print(path, flush=True)
     return 0
 
 
@@ -265,8 +279,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     data = subparsers.add_parser("data", help="benchmark data")
     data_sub = data.add_subparsers(dest="data_command", metavar="{fetch}")
     data_sub.required = True
-    p = data_sub.add_parser("fetch", help="download the benchmark data (sha256-pinned)",
+    p = data_sub.add_parser("fetch", help="download the benchmark data (sha256-pinned), or a model (--model)",
                             description=cmd_data_fetch.__doc__)
     p.add_argument("--dest", required=True, help="data directory to fill")
     p.add_argument("--base-url", default=None, help="mirror laid out like a data dir (default: the public sources)")
+    p.add_argument("--model", default=None, metavar="REPO_ID",
+                   help="instead of the benchmark data, download this Hugging Face model into DEST/models/ORG--NAME")
+    p.add_argument("--revision", default=None, metavar="REV", help="with --model: branch, tag or commit (default: main)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="with --model: also take pickle *.bin weights (default: safetensors only)")
     p.set_defaults(func=cmd_data_fetch)
