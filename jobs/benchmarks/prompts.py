@@ -24,18 +24,21 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
 from jobs.benchmarks.data import split_benchmark
+from jobs.mft.templates import CHATML, CODEFUSE
 
 FORMATS = ("instruct", "competition", "chatml", "codefuse", "custom")
 
-CHATML_SYSTEM = "<|im_start|>system\n{system}<|im_end|>\n"
-CHATML_USER = "<|im_start|>user\n"
-CHATML_END = "<|im_end|>\n"
+# Role markers come from the chat templates training uses (jobs/mft/templates.py), so a model is
+# prompted with exactly the markers it was fine-tuned on.
+CHATML_SYSTEM = CHATML.system_prefix + "{system}" + CHATML.system_suffix
+CHATML_USER = CHATML.human_prefix
+CHATML_END = CHATML.human_suffix
 #: The competition fork's MBPP suffix: no newline after `assistant` (the model writes it).
-COMPETITION_MBPP_SUFFIX = "<|im_end|>\n<|im_start|>assistant"
+COMPETITION_MBPP_SUFFIX = CHATML.human_suffix + CHATML.bot_prefix.rstrip("\n")
 #: The usual ChatML generation prompt (what a chat template adds), used by `chatml`.
-CHATML_SUFFIX = "<|im_end|>\n<|im_start|>assistant\n"
-CODEFUSE_HUMAN = "<|role_start|>human<|role_end|>"
-CODEFUSE_BOT = "<|role_start|>bot<|role_end|>"
+CHATML_SUFFIX = CHATML.human_suffix + CHATML.bot_prefix
+CODEFUSE_HUMAN = CODEFUSE.human_prefix
+CODEFUSE_BOT = CODEFUSE.bot_prefix
 
 # Stop words: fresh lists are built on every call (the reference mutates a module-level list and
 # lets it grow across task instances; we do not).
