@@ -19,7 +19,7 @@ setup(
     include_package_data=True,
     package_data={"eval_sandbox": ["toolchains/*", "toolchains/**/*", "Apptainer.def", "Dockerfile"]},
     install_requires=[
-        "submitit==1.5.4",
+        "submitit>=1.5.2,<1.6",  # launcher/submitit_adapter.py: SUPPORTED
         "pyyaml>=6",
         "pydantic>=2.6,<3",
         "rich>=13",

@@ -8,7 +8,7 @@ makespan (wall time until the last element ends) on N = 1, 2, 4, 8, 13, 16, 32 G
 
   (a) per-benchmark: 13 elements, one per benchmark;
   (b) count-balanced shards: benchmarks split into contiguous shards of equal problem count
-      (`jobs.benchmarks.data.shard_range`, what the generate stage does today), the number of
+      (`jobs.code_benchmarks.data.shard_range`, what the generate stage does today), the number of
       shards per benchmark chosen to minimise the makespan estimated with every problem costing
       the suite's mean time;
   (c) cost-balanced shards: contiguous shards of equal *estimated* cost, the estimate knowing only
@@ -31,9 +31,9 @@ Per-problem times, in this order of preference:
   raw JSON of benchmarks/generation.py: decode = 1 / its batched tokens/s). Defaults: decode
   1.905 ms/token (525 tok/s, DESIGN.md's measured HF `generate` with batch 64 on a 7B shape on one
   H100; the engine's target of 1,700 tok/s would be 0.588), prefill 0.06 ms/token (assumed, ~17k
-  tok/s), new tokens = the canonical solution's length (`jobs.benchmarks.assembly`).
+  tok/s), new tokens = the canonical solution's length (`jobs.code_benchmarks.assembly`).
 
-Prompt lengths are the real prompts of the suite (`jobs.benchmarks.prompts.build_prompt`,
+Prompt lengths are the real prompts of the suite (`jobs.code_benchmarks.prompts.build_prompt`,
 --format, default competition) from the benchmark data (--data-dir, default $MFTLAUNCH_DATA_DIR
 or ../shared/data), counted as UTF-8 bytes / 4 (default) or with a tokenizer.json
 (--tokenizer DIR or builtin:tiny-llama). Pure Python; prints a table and writes raw JSON
@@ -95,8 +95,8 @@ def lpt_order(estimates: Sequence[float]) -> list[int]:
 
 
 def count_split(num_problems: int, shards: int) -> list[Range]:
-    """The generate stage's shards: contiguous, equal problem counts (jobs.benchmarks.data)."""
-    from jobs.benchmarks.data import shard_range
+    """The generate stage's shards: contiguous, equal problem counts (jobs.code_benchmarks.data)."""
+    from jobs.code_benchmarks.data import shard_range
 
     return [(r.start, r.stop) for r in (shard_range(num_problems, s, shards) for s in range(shards))]
 
@@ -246,10 +246,10 @@ def token_counter(spec: Optional[str]) -> tuple[Callable[[str], int], str]:
 
 def suite_problems(data_dir: Path, fmt: str, count: Callable[[str], int]) -> dict[str, dict[str, list[int]]]:
     """Per benchmark of the 13-task suite: prompt tokens and canonical-answer tokens per problem."""
-    from jobs.benchmarks import assembly
-    from jobs.benchmarks.data import load_benchmark
-    from jobs.benchmarks.prompts import build_prompt
-    from jobs.benchmarks.suite import COMPETITION_SUITE
+    from jobs.code_benchmarks import assembly
+    from jobs.code_benchmarks.data import load_benchmark
+    from jobs.code_benchmarks.prompts import build_prompt
+    from launcher.contract import COMPETITION_SUITE
 
     out = {}
     for bench in COMPETITION_SUITE:
@@ -323,7 +323,7 @@ def problem_times(suite, sidecars, prefill_s: float, decode_s: float, new_tokens
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=os.environ.get("MFTLAUNCH_DATA_DIR") or str(REPO.parent / "shared" / "data"))
-    p.add_argument("--format", default="competition", help="prompt format (jobs.benchmarks.prompts)")
+    p.add_argument("--format", default="competition", help="prompt format (jobs.code_benchmarks.prompts)")
     p.add_argument("--tokenizer", default=None, help="model dir with tokenizer.json, or builtin:tiny-llama (default: bytes/4)")
     p.add_argument("--generations", nargs="*", default=[], help="generation sidecars (*.raw.json) or directories holding them")
     p.add_argument("--generation-json", default=None, help="raw JSON of benchmarks/generation.py: decode = 1 / its tok/s")

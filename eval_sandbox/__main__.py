@@ -1,4 +1,4 @@
-"""``python -m eval_sandbox {prepare,selftest,ceiling,info}``."""
+"""``python -m eval_sandbox {prepare,selftest,info}``."""
 import sys
 
 
@@ -14,10 +14,7 @@ def main(argv=None) -> int:
     if cmd == "selftest":
         from .selftest import main as m
         return m(argv)
-    if cmd == "ceiling":
-        from .ceiling import main as m
-        return m(argv)
-    print("usage: python -m eval_sandbox {prepare [--dir DIR] | selftest | ceiling [--full] | info}",
+    print("usage: python -m eval_sandbox {prepare [--dir DIR] | selftest | info}",
           file=sys.stderr)
     return 2
 

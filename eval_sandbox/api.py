@@ -94,7 +94,7 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
     """Compile (if needed) and run one FULL test program (solution + tests) in the sandbox.
 
     language:        python | js | java | cpp | go | rust (aliases: javascript, c++, ...)
-    program:         the complete program text, as assembled by ``jobs.benchmarks.assembly``
+    program:         the complete program text, as assembled by ``jobs.code_benchmarks.assembly``
     limits:          limits of the run step (default: per-language, see eval_sandbox.limits)
     backend:         "auto" (bubblewrap if it works, else apptainer if configured), "bubblewrap",
                      "apptainer", "none" (no isolation; explicit opt-in), or a Backend instance

@@ -138,15 +138,6 @@ def _locked(path: Path):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _chown_tree(path: Path, ids: tuple[int, int] | None) -> None:
-    if ids is None:
-        return
-    for root, dirs, files in os.walk(path):
-        for n in [root] + [os.path.join(root, x) for x in dirs + files]:
-            with contextlib.suppress(OSError):
-                os.lchown(n, *ids)
-
-
 def go_cache_dir() -> Path:
     """Shared Go build cache, writable by the sandbox user (bound rw for compiles only)."""
     ids = sandbox_ids()

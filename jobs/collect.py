@@ -15,24 +15,24 @@ A run with `limit` is complete when every benchmark has its N problems; it is la
 "limited" and gets no zip (a submission needs every problem).
 
 The reading, the tables and the zip live in `jobs.results`; this module writes them for a run
-and keeps the names the CLI (launcher/eval_commands.py) and the tests import from here.
+and keeps the names the CLI (launcher/cli_eval.py) and the tests import from here.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from jobs.results.collection import (CollectError, Collection, IncompleteResults, TaskResult, collect,
-                                     collect_files, collect_run, read_task_metrics, require_complete)
+from jobs.results.collection import (ResultsError, Collection, IncompleteResults, TaskResult, gather_results,
+                                     gather_file_results, gather_run_results, read_task_metrics, require_complete)
 from jobs.results.submission import (missing_generations, submission_entries, validate_submission,
                                      write_submission_zip)
 from jobs.results.tables import print_table, render, render_csv, render_json, render_markdown
-from launcher.rundir import atomic_write_json, atomic_write_text, submission_folder
+from launcher.rundir import atomic_write_json, atomic_write_text, results_table_name, submission_folder
 
 __all__ = [
-    "CollectError", "Collection", "IncompleteResults", "TaskResult", "collect", "collect_files",
-    "collect_run", "print_table", "read_task_metrics", "render", "render_csv", "render_json",
-    "render_markdown", "require_complete", "run", "submission_entries", "validate_submission",
+    "ResultsError", "Collection", "IncompleteResults", "TaskResult", "gather_results", "gather_file_results",
+    "gather_run_results", "print_table", "read_task_metrics", "render", "render_csv", "render_json",
+    "render_markdown", "require_complete", "run_stage", "submission_entries", "validate_submission",
     "write_outputs", "write_submission_zip",
 ]
 
@@ -41,10 +41,10 @@ def write_outputs(collection: Collection, out_dir: str | Path) -> dict[str, Any]
     """results.md / .csv / .json always; the zip when complete, unlimited and all 13 are there.
     Returns what was written and, when no zip, why."""
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "results.md", render_markdown(collection))
-    atomic_write_text(out_dir / "results.csv", render_csv(collection))
-    atomic_write_json(out_dir / "results.json", collection.to_dict())
-    written: dict[str, Any] = {"tables": [str(out_dir / f"results.{e}") for e in ("md", "csv", "json")]}
+    atomic_write_text(out_dir / results_table_name("md"), render_markdown(collection))
+    atomic_write_text(out_dir / results_table_name("csv"), render_csv(collection))
+    atomic_write_json(out_dir / results_table_name("json"), collection.to_dict())
+    written: dict[str, Any] = {"tables": [str(out_dir / results_table_name(e)) for e in ("md", "csv", "json")]}
     zip_path = out_dir / f"{submission_folder(collection.model)}.zip"
     if collection.limited:
         written["zip"] = None
@@ -62,12 +62,12 @@ def write_outputs(collection: Collection, out_dir: str | Path) -> dict[str, Any]
     return written
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage entry: collect the run, write the tables (and the zip), raise when incomplete."""
     if not ctx.dist.is_main:
         return {}
-    collection = collect_run(ctx.run.root)
-    written = write_outputs(collection, ctx.run.collect_dir)
+    collection = gather_run_results(ctx.run_dir.root)
+    written = write_outputs(collection, ctx.run_dir.collect_dir)
     print_table(collection)
     if written.get("zip"):
         print(f"collect: submission zip {written['zip']}", flush=True)

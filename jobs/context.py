@@ -15,10 +15,6 @@ from jobs.distributed import DistEnv
 from launcher.recipe import Recipe
 from launcher.rundir import RunDir
 
-#: Exit code of a job that saved its state and asks the batch script to requeue it.
-REQUEUE_EXIT_CODE = 75
-
-
 class RequeueRequested(Exception):
     """Raised by a stage after it saved its state in answer to USR2 / an ending time budget."""
 
@@ -41,7 +37,7 @@ class StopSignal:
 
 @dataclass
 class StageContext:
-    run: RunDir
+    run_dir: RunDir
     recipe: Recipe
     plan: dict[str, Any]
     stage: str

@@ -14,6 +14,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
+from launcher.contract import ENV_NET_IFNAME
 from jobs import distributed
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str]) -> int:
 
     out_path, secret_names = Path(argv[0]), argv[1:]
     env = distributed.from_environ()
-    distributed.export(env, os.environ.get("MFTLAUNCH_NET_IFNAME"))
+    distributed.export(env, os.environ.get(ENV_NET_IFNAME))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     dist.init_process_group(backend=backend, init_method="env://", timeout=timedelta(seconds=120))
     value = torch.tensor([float(env.rank + 1)])

@@ -3,15 +3,23 @@ RANK / LOCAL_RANK / WORLD_SIZE / LOCAL_WORLD_SIZE / MASTER_ADDR / MASTER_PORT.
 
 One Slurm task per GPU (or one per node on CPU): every rank is its own process started by srun,
 so every rank receives Slurm's signals directly (torchrun would not forward USR2).
-No torch import here: the local runner and the launcher's tests use it too.
+No torch import here: the local ranks' parent process (below) and the tests use it too.
 """
 from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
+import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from launcher.contract import (ENV_LOCAL_JOB_ID, ENV_MASTER_ADDR_MODE, ENV_NET_IFNAME, ENV_RESTART_COUNT,
+                               REQUEUE_EXIT_CODE)
 
 PORT_RANGE = (20000, 60000)
 
@@ -95,7 +103,7 @@ def from_environ(environ: dict[str, str] | None = None) -> DistEnv:
         job_id = env.get("SLURM_JOB_ID", "0")
         hosts = expand_nodelist(env.get("SLURM_JOB_NODELIST", env.get("SLURM_NODELIST", ""))) or ["127.0.0.1"]
         master = env.get("MASTER_ADDR") or hosts[0]
-        if env.get("MFTLAUNCH_MASTER_ADDR_MODE") == "ip" and "MASTER_ADDR" not in env:
+        if env.get(ENV_MASTER_ADDR_MODE) == "ip" and "MASTER_ADDR" not in env:
             master = socket.gethostbyname(master)
         return DistEnv(
             rank=int(env["SLURM_PROCID"]),
@@ -107,7 +115,7 @@ def from_environ(environ: dict[str, str] | None = None) -> DistEnv:
             master_port=int(env.get("MASTER_PORT") or port_for_job(job_id)),
             job_id=job_id,
         )
-    job_id = env.get("MFTLAUNCH_LOCAL_JOB_ID", str(os.getpid()))
+    job_id = env.get(ENV_LOCAL_JOB_ID, str(os.getpid()))
     return DistEnv(
         rank=int(env.get("RANK", "0")),
         local_rank=int(env.get("LOCAL_RANK", "0")),
@@ -127,10 +135,132 @@ def export(dist: DistEnv, ifname_mode: str | None = None) -> None:
     routes to MASTER_ADDR: needed where the hostname maps to loopback or a management network),
     or None (leave NCCL/gloo to choose)."""
     os.environ.update(dist.as_env())
-    mode = ifname_mode or os.environ.get("MFTLAUNCH_NET_IFNAME")
+    mode = ifname_mode or os.environ.get(ENV_NET_IFNAME)
     if not mode:
         return
     ifname = interface_for(socket.gethostbyname(dist.master_addr)) if mode == "auto" else mode
     if ifname:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", ifname)
         os.environ.setdefault("NCCL_SOCKET_IFNAME", ifname)
+
+
+# --- local ranks: what srun does on a cluster, for the `local` profile and the tests ----------
+
+
+def combined_exit_code(codes: list[int]) -> int:
+    """One exit code for a set of ranks, given in the order they ended: the first crash (the
+    cause; the ranks stopped after it only follow) wins over a requeue request, which wins over 0."""
+    failures = [c for c in codes if c not in (0, REQUEUE_EXIT_CODE)]
+    if failures:
+        return failures[0]
+    return REQUEUE_EXIT_CODE if REQUEUE_EXIT_CODE in codes else 0
+
+
+class LocalRanks:
+    """`world_size` copies of one command on this machine, each told its rank the way srun's tasks
+    are (RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR=127.0.0.1, MASTER_PORT from the job id).
+
+    Fail fast: when one rank ends with an error, the others are stuck in a collective that will
+    never complete, so they are stopped (SIGTERM, then SIGKILL) within `crash_grace_s` instead of
+    waiting out torch.distributed's timeout. A rank that asks for a requeue (exit 75) gives the
+    others `requeue_grace_s` to finish their part of the collective save.
+    """
+
+    def __init__(self, argv: list[str], world_size: int, *, job_id: str, restart: int = 0,
+                 env: dict[str, str] | None = None, log_dir: Path | None = None, log_name: str = "rank",
+                 stdout: IO[bytes] | None = None, crash_grace_s: float = 5.0, requeue_grace_s: float = 120.0) -> None:
+        self.argv = argv
+        self.world_size = world_size
+        self.crash_grace_s = crash_grace_s
+        self.requeue_grace_s = requeue_grace_s
+        base = {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith("SLURM_")}
+        port = int(base.get("MASTER_PORT") or port_for_job(f"{job_id}{restart}"))
+        self.processes: list[subprocess.Popen] = []
+        self.ended: list[int] = []  # ranks in the order they exited
+        for rank in range(world_size):
+            dist = DistEnv(rank=rank, local_rank=rank, world_size=world_size, local_world_size=world_size,
+                           node_rank=0, master_addr="127.0.0.1", master_port=port, job_id=job_id)
+            rank_env = {**base, **dist.as_env(), ENV_LOCAL_JOB_ID: job_id, ENV_RESTART_COUNT: str(restart),
+                        "PYTHONUNBUFFERED": "1"}
+            out: IO[bytes] | None = stdout
+            if log_dir is not None:
+                log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(log_dir / f"{log_name}{rank}-attempt{restart}.log", "ab")
+            self.processes.append(subprocess.Popen(argv, env=rank_env, stdout=out, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL))
+            if log_dir is not None and out is not None:
+                out.close()
+
+    def send_signal(self, signum: int) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    def wait(self, timeout_s: float | None = None) -> list[int]:
+        """Every rank's exit code. On `timeout_s` every rank still running is killed and
+        TimeoutError raised."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        stop_at: float | None = None
+        while None in [p.poll() for p in self.processes]:  # a list: poll every rank, not the first only
+            now = time.monotonic()
+            if end is not None and now >= end:
+                self._kill()
+                raise TimeoutError(f"ranks still running after {timeout_s:.0f}s: {self.argv}")
+            self._note_ended()
+            codes = [self.processes[r].returncode for r in self.ended]
+            if stop_at is None and any(c != 0 for c in codes):
+                grace = self.requeue_grace_s if set(codes) <= {0, REQUEUE_EXIT_CODE} else self.crash_grace_s
+                stop_at = now + grace
+            if stop_at is not None and now >= stop_at:
+                self.send_signal(signal.SIGTERM)
+                try:
+                    for proc in self.processes:
+                        proc.wait(timeout=max(0.0, stop_at + 5.0 - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    self._kill()
+            time.sleep(0.05)
+        self._note_ended()
+        return [p.returncode for p in self.processes]
+
+    @property
+    def exit_code(self) -> int:
+        """The element's exit code, from the ranks' codes in the order they ended."""
+        return combined_exit_code([self.processes[r].returncode for r in self.ended])
+
+    def _note_ended(self) -> None:
+        self.ended += [r for r, p in enumerate(self.processes) if p.returncode is not None and r not in self.ended]
+
+    def _kill(self) -> None:
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.kill()
+        for proc in self.processes:
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m jobs.distributed --ranks N -- CMD...`: run CMD as N local ranks, forwarding
+    USR2 and TERM to them, and exit with their combined code. The local scheduler starts every
+    element through this, as Slurm starts every element through srun."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m jobs.distributed", description=main.__doc__)
+    parser.add_argument("--ranks", type=int, required=True)
+    parser.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        parser.error("no command to run")
+    ranks = LocalRanks(command, args.ranks, job_id=os.environ.get(ENV_LOCAL_JOB_ID, str(os.getpid())),
+                       restart=int(os.environ.get(ENV_RESTART_COUNT, "0")))
+    for signum in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(signum, lambda s, _f: ranks.send_signal(s))
+    ranks.wait()
+    return ranks.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

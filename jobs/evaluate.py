@@ -1,7 +1,7 @@
 """Evaluate stage: run the generated programs of one benchmark against its tests, in the sandbox.
 
 Per element (one benchmark): read the generations of every shard (docs/CONTRACTS.md), assemble
-each program with the benchmark's tests (`jobs.benchmarks.assembly`), execute them through
+each program with the benchmark's tests (`jobs.code_benchmarks.assembly`), execute them through
 `eval_sandbox.execute_many` with the recipe's `stages.evaluate` settings, and write
 
 - `metrics_<benchmark>_<model>.json` in the reference harness's shape
@@ -29,15 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from jobs.benchmarks.data import BenchmarkData, language_of, load_benchmark
+from jobs.code_benchmarks.data import BenchmarkData, language_of, load_benchmark
 from jobs.results.generations import GenerationsError, fit_generations, load_generations, merge_shards
 from jobs.results.scoring import KS, pass_at_k, pass_at_k_summary, summarize
-from launcher.rundir import atomic_write_json, atomic_write_text, metrics_name, results_name
+from launcher.rundir import atomic_write_json, atomic_write_text, results_name
 
-__all__ = [  # the CLI (launcher/eval_commands.py) and the tests import these from here
+__all__ = [  # the CLI (launcher/cli_eval.py) and the tests import these from here
     "KS", "EvalSettings", "GenerationsError", "SandboxError", "StopRequested", "default_workers",
     "error_class", "evaluate_file", "execute_generations", "fit_generations", "load_generations",
-    "merge_shards", "pass_at_k", "pass_at_k_summary", "resolve_backend", "run", "summarize",
+    "merge_shards", "pass_at_k", "pass_at_k_summary", "resolve_backend", "run_stage", "summarize",
     "write_results",
 ]
 
@@ -119,7 +119,7 @@ def _record(index: int, sample: int, task_id: Any, program: str, result: Any) ->
 
 
 def _default_assemble() -> Callable[[str, dict, str], tuple[str, str]]:
-    from jobs.benchmarks import assembly  # written beside the sandbox; imported when needed
+    from jobs.code_benchmarks import assembly  # written beside the sandbox; imported when needed
 
     return assembly.assemble
 
@@ -350,7 +350,7 @@ def _generate_config(recipe: Any) -> dict[str, Any]:
     }
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage entry (docs/CONTRACTS.md): evaluate the benchmark of plan item `ctx.item`."""
     from jobs.context import RequeueRequested
 
@@ -361,9 +361,8 @@ def run(ctx: Any) -> dict[str, Any]:
     recipe = ctx.recipe
     model_name = recipe.model.model_name
     data = load_benchmark(benchmark, ctx.data_dir, recipe.limit)
-    generations, files = merge_shards(ctx.run, benchmark, model_name, num_shards, len(data))
+    generations, files = merge_shards(ctx.run_dir, benchmark, model_name, num_shards, len(data))
     settings = EvalSettings.from_stage(recipe.stages.evaluate)
-    out_dir = ctx.run.evaluate_dir(ctx.item["key"])
     config = {
         **_base_config(benchmark, data, settings, recipe.limit),
         "model_name": model_name,
@@ -374,8 +373,8 @@ def run(ctx: Any) -> dict[str, Any]:
     }
     try:
         payload = _evaluate(benchmark, data, generations, settings, config,
-                            out_dir / metrics_name(benchmark, model_name),
-                            out_dir / results_name(benchmark, model_name),
+                            ctx.run_dir.metrics_file(benchmark, model_name),
+                            ctx.run_dir.results_file(benchmark, model_name),
                             should_stop=ctx.should_stop)
     except StopRequested as exc:
         raise RequeueRequested(str(exc)) from None

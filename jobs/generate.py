@@ -5,7 +5,7 @@ Entry points: `run(ctx)` for a plan item (docs/CONTRACTS.md) and `generate_stand
 `jobs.generation.benchmark.generate_benchmark`, which writes
 
 - `generations_{benchmark}_{model_name}.json`: a list with one entry per problem of the shard, in
-  dataset order, each a list of `n_samples` post-processed programs (`jobs.benchmarks.postprocess`);
+  dataset order, each a list of `n_samples` post-processed programs (`jobs.code_benchmarks.postprocess`);
 - `generations_{benchmark}_{model_name}.raw.json` (sidecar): prompts, raw completions, token
   counts, finish reasons, settings and timings, so a surprising program can be traced back;
 
@@ -14,28 +14,27 @@ element skips what is done. The parts (settings, engines, batching, progress) li
 `jobs.generation`; their docstrings give the decisions behind them.
 
 - Sharding: shard k of n holds a contiguous, balanced slice of the problems
-  (`jobs.benchmarks.data.shard_range`), so concatenating the shards in order gives dataset order.
+  (`jobs.code_benchmarks.data.shard_range`), so concatenating the shards in order gives dataset order.
 - One rank generates: a multi-GPU element runs on its rank 0 only; use `shards:` to spread a
   benchmark over GPUs.
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional, Sequence
 
-from jobs.benchmarks import prompts as pr
-from jobs.benchmarks.data import load_benchmark, shard_range
+from jobs.code_benchmarks import prompts as pr
+from jobs.code_benchmarks.data import load_benchmark, shard_range
 from jobs.generation.benchmark import generate_benchmark
 from jobs.generation.model_loading import effective_dtype, make_engine, pick_model
 from jobs.generation.settings import DecodeSettings, settings_from_stage
 from jobs.tiny_model import resolve_model_path
 
 
-def run(ctx: Any) -> dict[str, Any]:
+def run_stage(ctx: Any) -> dict[str, Any]:
     """Generate the plan item's benchmark (or shard) into `run.generate_dir(item key)`."""
     recipe, stage, item = ctx.recipe, ctx.recipe.stages.generate, ctx.item
     if ctx.dist.world_size > 1 and not ctx.dist.is_main:
@@ -43,15 +42,15 @@ def run(ctx: Any) -> dict[str, Any]:
         return {}
     benchmark = item["benchmark"]
     shard, num_shards = int(item.get("shard", 0)), int(item.get("num_shards", 1))
-    data_dir = ctx.data_dir or recipe.data_dir or os.environ.get("MFTLAUNCH_DATA_DIR")
+    data_dir = ctx.data_dir or recipe.data_dir
     data = load_benchmark(benchmark, data_dir, recipe.limit)
     indices = list(shard_range(len(data.problems), shard, num_shards))
     fmt = pr.PromptFormat.from_stage(stage)
-    model, tokenizer = pick_model(recipe, ctx.run)
+    model, tokenizer = pick_model(recipe, ctx.run_dir)
     engine = make_engine(stage.backend, model, tokenizer, recipe.model, fmt)
     counts = generate_benchmark(
         engine, benchmark, data.problems, indices, fmt, settings_from_stage(stage),
-        ctx.run.generate_dir(item["key"]), recipe.model.model_name, model_id=str(model),
+        ctx.run_dir.generate_dir(item["key"]), recipe.model.model_name, model_id=str(model),
         dtype=effective_dtype(engine, recipe.model.dtype),
         should_stop=ctx.should_stop,
     )
@@ -92,9 +91,9 @@ def generate_standalone(
 ) -> dict[str, dict[str, Any]]:
     """`mftlaunch generate`: generations for `benchmarks` into `out_dir` (the files are named as
     in a run directory), loading the model once. Returns {benchmark: counts}."""
-    from jobs.benchmarks import suite
+    from launcher import contract
 
-    names = suite.expand([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
+    names = contract.expand_benchmarks([benchmarks] if isinstance(benchmarks, str) else list(benchmarks))
     model_dir = resolve_model_path(model)
     tok_dir = resolve_model_path(tokenizer) if tokenizer else model_dir
     name = model_name or (model[len("builtin:"):] if model.startswith("builtin:") else model_dir.name)
@@ -107,7 +106,7 @@ def generate_standalone(
     used_dtype = effective_dtype(engine, dtype)
     results = {}
     for benchmark in names:
-        data = load_benchmark(benchmark, data_dir or os.environ.get("MFTLAUNCH_DATA_DIR"), limit)
+        data = load_benchmark(benchmark, data_dir, limit)
         indices = list(shard_range(len(data.problems), shard, num_shards))
         results[benchmark] = generate_benchmark(engine, benchmark, data.problems, indices, fmt, settings,
                                                 Path(out_dir), name, model_id=str(model_dir), dtype=used_dtype)

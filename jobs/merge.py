@@ -88,7 +88,7 @@ def load_merged(ctx: StageContext, ckpt: Path):
     return base
 
 
-def run(ctx: StageContext) -> dict[str, Any]:
+def run_stage(ctx: StageContext) -> dict[str, Any]:
     """Merge on rank 0 (the stage runs one task; extra ranks have nothing to do)."""
     if not ctx.dist.is_main:
         return {}
@@ -97,13 +97,13 @@ def run(ctx: StageContext) -> dict[str, Any]:
     from jobs.training.model import load_tokenizer
 
     which = ctx.recipe.stages.merge.checkpoint if ctx.recipe.stages.merge else "best"
-    ckpt, reason = choose_checkpoint(ctx.run.checkpoints_dir, which)
+    ckpt, reason = choose_checkpoint(ctx.run_dir.checkpoints_dir, which)
     step = checkpoint.read_state(ckpt).step
     print(f"[merge] {ckpt.name}: {reason}", flush=True)
     model = load_merged(ctx, ckpt)
     tokenizer = load_tokenizer(ctx.recipe.model, resolve_model_path(ctx.recipe.model.path))
 
-    out = ctx.run.merged_dir
+    out = ctx.run_dir.merged_dir
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

@@ -16,81 +16,56 @@ import time
 import traceback
 from typing import Any
 
-import yaml
-
 from jobs import distributed
-from jobs.context import REQUEUE_EXIT_CODE, RequeueRequested, StageContext
+from jobs.context import RequeueRequested, StageContext
+from launcher.contract import (ENV_LOCAL_JOB_ID, ENV_RESTART_COUNT, ENV_START_TIME, REQUEUE_EXIT_CODE, STAGES,
+                               plan_job, required_upstream)
 from launcher.recipe import load_recipe
 from launcher.rundir import RunDir, read_json
 
-STAGE_MODULES = {
-    "train": "jobs.train",
-    "merge": "jobs.merge",
-    "generate": "jobs.generate",
-    "evaluate": "jobs.evaluate",
-    "collect": "jobs.collect",
-}
+#: Every stage is the module of its name: jobs.train, jobs.merge, ... each exposing run_stage(ctx).
+STAGE_MODULES = {stage: f"jobs.{stage}" for stage in STAGES}
 
 
 class UpstreamIncomplete(RuntimeError):
     pass
 
 
-def _job(plan: dict[str, Any], stage: str) -> dict[str, Any]:
-    for job in plan["jobs"]:
-        if job["stage"] == stage:
-            return job
-    raise SystemExit(f"mftlaunch: stage '{stage}' is not in this run's plan")
-
-
-def required_upstream(plan: dict[str, Any], stage: str, index: int) -> list[tuple[str, int, str]]:
-    """(stage, index, key) of every element this element needs. The collector needs nothing: it
-    runs whatever happened and names what is missing itself."""
-    job = _job(plan, stage)
-    upstream = job.get("depends_on")
-    if not upstream or stage == "collect":
-        return []
-    up = _job(plan, upstream)
-    if job.get("dependency_type") == "aftercorr":
-        return [(upstream, index, up["items"][index]["key"])]
-    if stage == "evaluate":  # sharded: needs every shard of its own benchmark only
-        bench = job["items"][index]["benchmark"]
-        return [(upstream, i, it["key"]) for i, it in enumerate(up["items"]) if it.get("benchmark") == bench]
-    return [(upstream, i, it["key"]) for i, it in enumerate(up["items"])]
-
-
-def check_upstream(run: RunDir, plan: dict[str, Any], stage: str, index: int) -> None:
-    missing = [f"{s}[{i}] ({key})" for s, i, key in required_upstream(plan, stage, index) if not run.is_done(s, i)]
+def check_upstream(run_dir: RunDir, plan: dict[str, Any], stage: str, index: int) -> None:
+    missing = [f"{s}[{i}] ({key})" for s, i, key in required_upstream(plan, stage, index) if not run_dir.is_done(s, i)]
     if missing:
         raise UpstreamIncomplete(
             f"cannot run {stage}[{index}]: these elements did not complete (no sentinel): {', '.join(missing)}; "
-            f"see `mftlaunch status {run.root}` and `mftlaunch resume {run.root}`"
+            f"see `mftlaunch status {run_dir.root}` and `mftlaunch resume {run_dir.root}`"
         )
 
 
 def restart_count(env: dict[str, str]) -> int:
-    return int(env.get("SLURM_RESTART_COUNT") or env.get("MFTLAUNCH_RESTART_COUNT") or 0)
+    return int(env.get("SLURM_RESTART_COUNT") or env.get(ENV_RESTART_COUNT) or 0)
 
 
 def deadline(env: dict[str, str], minutes: int, margin_min: int) -> float:
     """When this attempt must have saved: the job's start + time limit − margin."""
-    start = float(env.get("SLURM_JOB_START_TIME") or env.get("MFTLAUNCH_START_TIME") or time.time())
+    start = float(env.get("SLURM_JOB_START_TIME") or env.get(ENV_START_TIME) or time.time())
     return start + minutes * 60 - margin_min * 60
 
 
-def build_context(run: RunDir, stage: str, index: int) -> StageContext:
-    plan = read_json(run.plan_file)
-    job = _job(plan, stage)
+def build_context(run_dir: RunDir, stage: str, index: int) -> StageContext:
+    plan = read_json(run_dir.plan_file)
+    try:
+        job = plan_job(plan, stage)
+    except KeyError as exc:
+        raise SystemExit(f"mftlaunch: {exc.args[0]}") from None
     if not 0 <= index < len(job["items"]):
         raise SystemExit(f"mftlaunch: {stage} has {len(job['items'])} elements, index {index} is out of range")
-    recipe = load_recipe(run.recipe_file)
+    recipe = load_recipe(run_dir.recipe_file)
     dist = distributed.from_environ()
-    profile = yaml.safe_load(run.profile_file.read_text(encoding="utf-8")) if run.profile_file.is_file() else {}
+    profile = run_dir.read_profile()
     distributed.export(dist, profile.get("net_ifname"))
     train = recipe.stages.train
     margin = train.stop_margin_min if (stage == "train" and train) else 1
     ctx = StageContext(
-        run=run,
+        run_dir=run_dir,
         recipe=recipe,
         plan=plan,
         stage=stage,
@@ -111,34 +86,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir")
     parser.add_argument("index", type=int)
     args = parser.parse_args(argv)
-    run = RunDir(args.run_dir)
-    ctx = build_context(run, args.stage, args.index)
+    run_dir = RunDir(args.run_dir)
+    ctx = build_context(run_dir, args.stage, args.index)
     main_rank = ctx.dist.is_main
-    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("MFTLAUNCH_LOCAL_JOB_ID", "")
+    job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get(ENV_LOCAL_JOB_ID, "")
     if main_rank:
-        run.update_state(args.stage, args.index, state="RUNNING", host=socket.gethostname(), job_id=job_id,
+        run_dir.update_state(args.stage, args.index, state="RUNNING", host=socket.gethostname(), job_id=job_id,
                      restarts=ctx.restart_count, started=time.time(), world_size=ctx.dist.world_size,
                      master_port=ctx.dist.master_port)
         print(f"mftlaunch: {args.stage}[{args.index}] ({ctx.item['key']}) on {socket.gethostname()} "
               f"rank {ctx.dist.rank}/{ctx.dist.world_size}, attempt {ctx.restart_count + 1}", flush=True)
     try:
-        check_upstream(run, ctx.plan, args.stage, args.index)
+        check_upstream(run_dir, ctx.plan, args.stage, args.index)
         module = importlib.import_module(STAGE_MODULES[args.stage])
-        counts = module.run(ctx) or {}
+        counts = module.run_stage(ctx) or {}
     except RequeueRequested as exc:
         if main_rank:
-            run.update_state(args.stage, args.index, state="REQUEUED", reason=str(exc) or ctx.stop.reason)
+            run_dir.update_state(args.stage, args.index, state="REQUEUED", reason=str(exc) or ctx.stop.reason)
         print(f"mftlaunch: {args.stage}[{args.index}] saved its state and asks to be requeued", flush=True)
         return REQUEUE_EXIT_CODE
     except Exception as exc:  # the job's log gets the traceback; state keeps a one-line reason
         traceback.print_exc()
         if main_rank:
-            run.update_state(args.stage, args.index, state="FAILED", ended=time.time(),
+            run_dir.update_state(args.stage, args.index, state="FAILED", ended=time.time(),
                          error=f"{type(exc).__name__}: {exc}"[:500])
         return 1
     if main_rank:
-        run.mark_done(args.stage, args.index, counts)
-        run.update_state(args.stage, args.index, state="COMPLETED", ended=time.time())
+        run_dir.mark_done(args.stage, args.index, counts)
+        run_dir.update_state(args.stage, args.index, state="COMPLETED", ended=time.time())
     return 0
 
 

@@ -32,7 +32,8 @@ import tempfile
 from pathlib import Path
 from typing import Optional
 
-BUILTIN_PREFIX = "builtin:"
+from launcher.contract import BUILTIN_MODEL_PREFIX, BUILTIN_MODELS, ENV_CACHE, is_builtin_model
+
 #: Bump when the build code changes what it writes: the cache key changes with it.
 BUILD_VERSION = 1
 SEED = 20240601
@@ -45,25 +46,18 @@ BOS_TOKEN = "<s>"
 PAD_TOKEN = "<pad>"
 COMPLETE_MARKER = ".mftlaunch-complete"
 
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-#: Built-in models: name → directory holding config.json and corpus.txt.
-BUILTIN_MODELS = {"tiny-llama": _REPO_ROOT / "recipes" / "models" / "tiny-llama"}
 
 
 def cache_root() -> Path:
     """`$MFTLAUNCH_CACHE`, else ~/.cache/mftlaunch."""
-    env = os.environ.get("MFTLAUNCH_CACHE")
+    env = os.environ.get(ENV_CACHE)
     return Path(env).expanduser() if env else Path.home() / ".cache" / "mftlaunch"
-
-
-def is_builtin(path: str) -> bool:
-    return str(path).startswith(BUILTIN_PREFIX)
 
 
 def _assets(name: str) -> tuple[Path, Path]:
     if name not in BUILTIN_MODELS:
-        raise ValueError(f"unknown built-in model '{BUILTIN_PREFIX}{name}'; known: "
-                         + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_MODELS))
+        raise ValueError(f"unknown built-in model '{BUILTIN_MODEL_PREFIX}{name}'; known: "
+                         + ", ".join(BUILTIN_MODEL_PREFIX + n for n in BUILTIN_MODELS))
     folder = BUILTIN_MODELS[name]
     config, corpus = folder / "config.json", folder / "corpus.txt"
     for needed in (config, corpus):
@@ -89,9 +83,9 @@ def model_key(config_path: Path, corpus_path: Path) -> str:
 def resolve_model_path(path: str) -> Path:
     """A model directory for `path`: plain paths are returned as they are; `builtin:<name>` is
     built into `<cache>/models/<name>-<hash>/` on first use (under a file lock) and reused after."""
-    if not is_builtin(path):
+    if not is_builtin_model(path):
         return Path(path)
-    name = str(path)[len(BUILTIN_PREFIX):]
+    name = str(path)[len(BUILTIN_MODEL_PREFIX):]
     config, corpus = _assets(name)
     models_dir = cache_root() / "models"
     target = models_dir / f"{name}-{model_key(config, corpus)}"
@@ -108,7 +102,7 @@ def resolve_model_path(path: str) -> Path:
             tmp = Path(tempfile.mkdtemp(dir=models_dir, prefix=f".{target.name}.tmp-"))
             try:
                 build_tiny_model(tmp, config, corpus)
-                (tmp / COMPLETE_MARKER).write_text(f"{BUILTIN_PREFIX}{name}\n", encoding="utf-8")
+                (tmp / COMPLETE_MARKER).write_text(f"{BUILTIN_MODEL_PREFIX}{name}\n", encoding="utf-8")
                 os.rename(tmp, target)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)

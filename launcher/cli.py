@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
+from launcher import cli_eval
 from launcher import profile as profiles
 from launcher.plan import Plan
 from launcher.rundir import RunDir, atomic_write_json, atomic_write_text
@@ -72,61 +73,61 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     loaded = load(args.recipe, args.profile, args.overrides, check_paths=True, submitting=True)
-    run = submit(loaded)
+    run_dir = submit(loaded)
     print(f"submitted {loaded.recipe.name} to profile '{loaded.profile.name}' in {time.perf_counter() - started:.2f}s")
-    print(f"run directory: {run.root}")
-    print(f"watch it: mftlaunch status {run.root}   logs: mftlaunch logs {run.root} -f")
+    print(f"run directory: {run_dir.root}")
+    print(f"watch it: mftlaunch status {run_dir.root}   logs: mftlaunch logs {run_dir.root} -f")
     if not args.wait:
         return 0
-    return _wait(run, loaded.profile.is_local)
+    return _wait(run_dir, loaded.profile.is_local)
 
 
-def _wait(run: RunDir, local: bool, poll_s: float = 5.0) -> int:
+def _wait(run_dir: RunDir, local: bool, poll_s: float = 5.0) -> int:
     from launcher import slurm, status
     from launcher.submit import wait_local
 
     if local:
-        wait_local(run)
+        wait_local(run_dir)
     else:
         while True:
-            rows, _ = status.collect(run)
+            rows, _ = status.read_status(run_dir)
             if all(r.state in slurm.FINAL_STATES for r in rows):
                 break
             time.sleep(poll_s)
-    rows, warnings = status.collect(run)
-    status.print_table(run, rows, warnings)
-    results = run.collect_dir / "results.md"
+    rows, warnings = status.read_status(run_dir)
+    status.print_table(run_dir, rows, warnings)
+    results = run_dir.results_table("md")
     if results.is_file():
         print(results.read_text(encoding="utf-8"))
     ok = all(r.done for r in rows)
-    print(f"run {'completed' if ok else 'did not complete'}: {run.root}")
+    print(f"run {'completed' if ok else 'did not complete'}: {run_dir.root}")
     return 0 if ok else 1
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from launcher import status
 
-    run = RunDir(args.run)
-    rows, warnings = status.collect(run)
+    run_dir = RunDir(args.run)
+    rows, warnings = status.read_status(run_dir)
     if args.json:
-        print(json.dumps({"run_dir": str(run.root), "elements": [r.to_dict() for r in rows],
+        print(json.dumps({"run_dir": str(run_dir.root), "elements": [r.to_dict() for r in rows],
                           "summary": status.summary(rows), "warnings": warnings}, indent=2))
     else:
-        status.print_table(run, rows, warnings)
+        status.print_table(run_dir, rows, warnings)
     return 0
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from launcher import steer
+    from launcher import logs
 
-    run = RunDir(args.run)
-    files = steer.log_files(run, args.stage, args.index)
+    run_dir = RunDir(args.run)
+    files = logs.log_files(run_dir, args.stage, args.index)
     if not files:
-        _err(f"no logs yet under {run.logs_dir}" + (f" for stage {args.stage}" if args.stage else ""))
+        _err(f"no logs yet under {run_dir.logs_dir}" + (f" for stage {args.stage}" if args.stage else ""))
         return 1
     if args.follow:
         try:
-            for chunk in steer.follow(files):
+            for chunk in logs.follow(files):
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
         except KeyboardInterrupt:
@@ -138,18 +139,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    from launcher import steer
+    from launcher.cancel import cancel
 
-    cancelled = steer.cancel(RunDir(args.run))
+    cancelled = cancel(RunDir(args.run))
     print("cancelled: " + (" ".join(cancelled) if cancelled else "nothing was running"))
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from launcher import steer
+    from launcher.resume import resume
 
-    run = RunDir(args.run)
-    selection = steer.resume(run)
+    run_dir = RunDir(args.run)
+    selection = resume(run_dir)
     if not selection:
         print("nothing to resume: every element has its completion sentinel")
         return 0
@@ -158,14 +159,14 @@ def cmd_resume(args: argparse.Namespace) -> int:
     if args.wait:
         from launcher.submit import load_manifest
 
-        return _wait(run, load_manifest(run).get("scheduler") == "local")
+        return _wait(run_dir, load_manifest(run_dir).get("scheduler") == "local")
     return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from launcher import steer
+    from launcher.recent_runs import recent_runs
 
-    for r in steer.recent_runs(Path(args.root), args.limit):
+    for r in recent_runs(Path(args.root), args.limit):
         print(f"{r['submit_time']}  {r['recipe']:24s} {r['profile']:16s} {r['status']:12s} {r['run_dir']}")
     return 0
 
@@ -251,12 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=0,
                    help="check: also run a torch.distributed all_reduce across this many nodes")
     p.add_argument("--root", default="./runs", help="check: where the check job's files go")
-    try:
-        from launcher import eval_commands
-    except ImportError:
-        eval_commands = None
-    if eval_commands is not None:
-        eval_commands.register(sub)
+    cli_eval.register(sub)
     return parser
 
 

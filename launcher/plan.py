@@ -12,11 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from launcher.contract import ENV_DATA_DIR, is_builtin_model, shard_key
 from launcher.profile import Profile
 from launcher.recipe import Recipe, Resources
 from launcher.yamlsource import ConfigError, YamlSource
-
-DEFAULT_DATA_ENV = "MFTLAUNCH_DATA_DIR"
 
 #: (field path in the recipe, message): turned into `file:line: field.path: message` at the end
 Problem = tuple[tuple, str]
@@ -116,20 +115,18 @@ def stage_items(recipe: Recipe, stage: str) -> list[dict[str, Any]]:
         for bench in gen.benchmarks:
             n = gen.shards.get(bench, 1)
             for k in range(n):
-                key = bench if n == 1 else f"{bench}-s{k}of{n}"
-                items.append({"key": key, "benchmark": bench, "shard": k, "num_shards": n})
+                items.append({"key": shard_key(bench, k, n), "benchmark": bench, "shard": k, "num_shards": n})
         return items
     if stage == "evaluate":
         return [{"key": b, "benchmark": b, "num_shards": gen.shards.get(b, 1)} for b in gen.benchmarks]
     return [{"key": stage}]
 
 
-def default_data_dir() -> Optional[str]:
-    """$MFTLAUNCH_DATA_DIR, else the pinned copy beside this checkout (../shared/data)."""
-    if os.environ.get(DEFAULT_DATA_ENV):
-        return os.environ[DEFAULT_DATA_ENV]
-    beside = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-    return str(beside) if beside.is_dir() else None
+def chosen_data_dir(recipe: Recipe) -> Optional[str]:
+    """The benchmark data directory the user chose: the recipe's `data_dir`, else
+    $MFTLAUNCH_DATA_DIR at submit time. None lets every job use the default copy
+    (jobs/code_benchmarks/data.py:default_data_dir), so that default is defined in one place."""
+    return recipe.data_dir or os.environ.get(ENV_DATA_DIR) or None
 
 
 def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: list[Problem]) -> ResolvedResources:
@@ -183,14 +180,10 @@ def _chunks(stage: str, count: int, profile: Profile, problems: list[Problem]) -
     return [(off, min(size, count - off)) for off in range(0, count, size)]
 
 
-def _is_builtin(path: str) -> bool:
-    return path.startswith("builtin:")
-
-
 def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list[Problem]) -> None:
     """Cluster paths must exist where `submit` (or `validate --check-paths`) runs."""
     model_path = recipe.model.path
-    if not _is_builtin(model_path) and not Path(model_path).exists():
+    if not is_builtin_model(model_path) and not Path(model_path).exists():
         problems.append((("model", "path"), f"{model_path} does not exist (a HF model directory, or builtin:tiny-llama)"))
     train = recipe.stages.train
     if train:
@@ -198,20 +191,17 @@ def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list[Problem]
             if not Path(ds.path).exists():
                 problems.append((("stages", "train", "datasets", i, "path"), f"{ds.path} does not exist (a directory of chat_rounds JSONL)"))
     gen = recipe.stages.generate
-    if gen and gen.model_path and not _is_builtin(gen.model_path) and not Path(gen.model_path).exists():
+    if gen and gen.model_path and not is_builtin_model(gen.model_path) and not Path(gen.model_path).exists():
         problems.append((("stages", "generate", "model_path"), f"{gen.model_path} does not exist"))
-    if gen:
-        if not data_dir:
-            problems.append((("data_dir",), f"no benchmark data directory: set data_dir in the recipe or ${DEFAULT_DATA_ENV} "
-                             "(`mftlaunch data fetch --dest DIR` downloads it)"))
-        elif not Path(data_dir).is_dir():
+    if gen and data_dir:
+        if not Path(data_dir).is_dir():
             problems.append((("data_dir",), f"{data_dir} is not a directory (`mftlaunch data fetch --dest {data_dir}`)"))
 
 
 def _memory_notes(recipe: Recipe, profile: Profile, problems: list[Problem], notes: list[str]) -> None:
     """Per-GPU memory estimate of the training stage from the model's config.json (plain JSON maths,
     no torch); refuses a recipe that cannot fit when the profile states its GPUs' memory."""
-    from jobs.training import memory
+    from launcher import memory_estimate as memory
 
     train = recipe.stages.train
     if not train:
@@ -241,7 +231,7 @@ def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source:
     `source` (the recipe's YAML) lets errors name the recipe file and line."""
     problems: list[Problem] = []
     notes: list[str] = []
-    data_dir = recipe.data_dir or default_data_dir()
+    data_dir = chosen_data_dir(recipe)
     jobs: list[PlannedJob] = []
     previous: Optional[PlannedJob] = None
     for stage in recipe.stages.present():

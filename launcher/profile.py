@@ -14,12 +14,12 @@ from typing import Literal, Optional, Union
 import yaml
 from pydantic import Field, field_validator, model_validator
 
+from launcher.contract import ENV_PROFILES_PATH
 from launcher.recipe import parse_time_minutes
 from launcher.validation import StrictModel, validate_model
 from launcher.yamlsource import ConfigError, load_yaml
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "cluster_profiles"
-ENV_VAR = "MFTLAUNCH_PROFILES"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -119,7 +119,7 @@ class Profile(StrictModel):
 
 def search_dirs() -> list[Path]:
     dirs = [BUILTIN_DIR]
-    extra = os.environ.get(ENV_VAR)
+    extra = os.environ.get(ENV_PROFILES_PATH)
     if extra:
         dirs.extend(Path(p) for p in extra.split(os.pathsep) if p)
     return dirs
@@ -148,7 +148,7 @@ def find(name_or_path: str) -> Path:
         if hint:
             msg += f" (did you mean '{hint[0]}'?)"
         msg += f"; known: {', '.join(sorted(profiles)) or 'none'}; search path: {', '.join(map(str, search_dirs()))}"
-        msg += f" (admins add profiles there or in ${ENV_VAR})"
+        msg += f" (admins add profiles there or in ${ENV_PROFILES_PATH})"
         raise ConfigError([msg])
     return profiles[name_or_path]
 

@@ -1,34 +1,27 @@
 """`mftlaunch profiles check NAME`: ask the live cluster whether a profile fits it."""
 from __future__ import annotations
 
-import subprocess
-import tempfile
-from pathlib import Path
-
 import json
+import tempfile
 import time
 from datetime import datetime
+from pathlib import Path
 
 from launcher import slurm
 from launcher.profile import Profile
-from launcher.render import render_check_script
+from launcher.render import render_check_script, render_probe_script
 from launcher.rundir import RunDir, atomic_write_text
 
 
 def _sinfo(fmt: str) -> list[str]:
-    out = subprocess.run(["sinfo", "-h", "-o", fmt], capture_output=True, text=True, env=slurm.clean_env(), timeout=30)
-    if out.returncode != 0:
-        raise slurm.SlurmError(out.stderr.strip())
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()]
+    out = slurm.run(["sinfo", "-h", "-o", fmt], timeout=30)
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 def cluster_config() -> dict[str, str]:
     """`scontrol show config` as a dict (MaxArraySize, MaxJobCount, ...)."""
-    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True,
-                         env=slurm.clean_env(), timeout=30)
-    if out.returncode != 0:
-        raise slurm.SlurmError(out.stderr.strip())
-    return {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in out.stdout.splitlines()) if v}
+    out = slurm.run(["scontrol", "show", "config"], timeout=30)
+    return {k.strip(): v.strip() for k, _, v in (line.partition("=") for line in out.splitlines()) if v}
 
 
 def _array_size_line(profile: Profile) -> str:
@@ -71,14 +64,9 @@ def check(profile: Profile) -> list[str]:
     lines.append(_array_size_line(profile))
     partition = profile.partitions.cpu or profile.partitions.gpu
     with tempfile.TemporaryDirectory() as tmp:
-        script = Path(tmp) / "check.sbatch"
-        directives = ["#!/bin/bash", "#SBATCH --nodes=1", "#SBATCH --time=1"]
-        if partition:
-            directives.append(f"#SBATCH --partition={partition}")
-        for flag, value in (("account", profile.account), ("qos", profile.qos), ("reservation", profile.reservation)):
-            if value:
-                directives.append(f"#SBATCH --{flag}={value}")
-        script.write_text("\n".join(directives + ["true", ""]))
+        probe = RunDir(Path(tmp))
+        script = probe.script(f"mft.probe.{profile.name}")
+        atomic_write_text(script, render_probe_script(profile, probe, partition))
         try:
             lines.append(f"OK   sbatch --test-only: {slurm.sbatch(script, test_only=True)}")
         except slurm.SlurmError as exc:
@@ -88,19 +76,19 @@ def check(profile: Profile) -> list[str]:
 
 def distributed_check(profile: Profile, nodes: int, root: Path, timeout_s: float = 300) -> dict:
     """Submit jobs.dist_check on `nodes` nodes and return its report (raises on failure)."""
-    run = RunDir(root / f"check-{profile.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
-    run.logs_dir.mkdir(parents=True, exist_ok=True)
-    report = run.root / "dist_check.json"
-    job, text = render_check_script(profile, run, nodes, str(report))
-    script = run.script(job.name)
+    run_dir = RunDir(root / f"check-{profile.name}-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}")
+    run_dir.logs_dir.mkdir(parents=True, exist_ok=True)
+    report = run_dir.check_report_file
+    job, text = render_check_script(profile, run_dir, nodes, str(report))
+    script = run_dir.script(job.name)
     atomic_write_text(script, text)
     job_id = slurm.sbatch(script)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if report.is_file():
-            return {"job_id": job_id, "run_dir": str(run.root), **json.loads(report.read_text())}
+            return {"job_id": job_id, "run_dir": str(run_dir.root), **json.loads(report.read_text())}
         if not slurm.squeue([job_id]):
             break
         time.sleep(1)
-    logs = "".join(p.read_text(errors="replace")[-2000:] for p in run.logs_dir.glob("*.out"))
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in run_dir.logs_dir.glob("*.out"))
     raise slurm.SlurmError(f"distributed check job {job_id} produced no report; log tail:\n{logs}")

@@ -14,7 +14,8 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from jobs.benchmarks import suite
+from launcher import contract
+from launcher.contract import PromptFormatName
 from launcher.validation import StrictModel, validate_model
 from launcher.yamlsource import ConfigError, YamlSource, load_yaml
 
@@ -238,7 +239,7 @@ class MergeStage(StrictModel):
 
 class GenerateStage(StrictModel):
     benchmarks: list[str] = Field(default_factory=lambda: ["competition"], min_length=1)
-    prompt_format: Literal["instruct", "competition", "chatml", "codefuse", "custom"] = "competition"
+    prompt_format: PromptFormatName = "competition"
     prefix: str = ""
     suffix: str = ""
     system: str = ""
@@ -260,12 +261,12 @@ class GenerateStage(StrictModel):
     @field_validator("benchmarks")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        expanded = suite.expand(value)
-        unknown = [b for b in expanded if b not in suite.ALL_BENCHMARKS]
+        expanded = contract.expand_benchmarks(value)
+        unknown = [b for b in expanded if b not in contract.ALL_BENCHMARKS]
         if unknown:
             raise ValueError(
-                f"unknown benchmark(s) {unknown}; known: {', '.join(suite.ALL_BENCHMARKS)} "
-                f"or the aliases {', '.join(suite.ALIASES)}"
+                f"unknown benchmark(s) {unknown}; known: {', '.join(contract.ALL_BENCHMARKS)} "
+                f"or the aliases {', '.join(contract.BENCHMARK_ALIASES)}"
             )
         return expanded
 
@@ -309,7 +310,7 @@ class Stages(StrictModel):
     collect: Optional[CollectStage] = None
 
     def present(self) -> list[str]:
-        return [name for name in ("train", "merge", "generate", "evaluate", "collect") if getattr(self, name) is not None]
+        return [name for name in contract.STAGES if getattr(self, name) is not None]
 
     @model_validator(mode="after")
     def _chain(self) -> "Stages":

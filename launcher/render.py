@@ -1,4 +1,4 @@
-"""Plan → batch scripts. submitit's sbatch renderer writes the directives (one sorted
+"""Plan → batch scripts. submitit's sbatch renderer (through launcher/submitit_adapter.py) writes the directives (one sorted
 `#SBATCH --key=value` per line, quoted); this module decides their values and the body.
 
 Body of every script (same for every stage; see docs/LAUNCHER.md):
@@ -19,19 +19,18 @@ import shlex
 import sys
 from typing import Any
 
-from submitit.slurm.slurm import _make_sbatch_string
-
-from jobs.context import REQUEUE_EXIT_CODE
-from launcher.plan import Plan, PlannedJob, ResolvedResources
+from launcher.contract import ENV_MASTER_ADDR_MODE, ENV_NET_IFNAME, ENV_RUN_DIR, REQUEUE_EXIT_CODE
+from launcher.plan import PlannedJob, ResolvedResources
 from launcher.profile import Profile
 from launcher.recipe import Recipe
 from launcher.rundir import RunDir
+from launcher.submitit_adapter import sbatch_text
 
 
-def log_pattern(run: RunDir, job: PlannedJob) -> str:
+def log_pattern(run_dir: RunDir, job: PlannedJob) -> str:
     """%x = job name; arrays add the array id and index, single jobs the job id."""
     tail = "%x_%A_%a.out" if job.is_array else "%x_%j.out"
-    return str(run.logs_dir / tail)
+    return str(run_dir.logs_dir / tail)
 
 
 def _gpu_parameters(job: PlannedJob, profile: Profile) -> dict[str, Any]:
@@ -45,7 +44,7 @@ def _gpu_parameters(job: PlannedJob, profile: Profile) -> dict[str, Any]:
     return {"gpus_per_node": gpus}
 
 
-def sbatch_parameters(job: PlannedJob, profile: Profile, run: RunDir, count: int) -> dict[str, Any]:
+def sbatch_parameters(job: PlannedJob, profile: Profile, run_dir: RunDir, count: int) -> dict[str, Any]:
     """Keyword arguments of submitit's renderer for one sbatch of `job` with `count` elements."""
     res = job.resources
     params: dict[str, Any] = {
@@ -69,7 +68,7 @@ def sbatch_parameters(job: PlannedJob, profile: Profile, run: RunDir, count: int
         params["map_count"] = count
         params["array_parallelism"] = profile.array_throttle or count
     extra: dict[str, Any] = {
-        "output": log_pattern(run, job),
+        "output": log_pattern(run_dir, job),
         "signal": f"B:USR2@{profile.signal_grace_s}",
         "requeue": True,
     }
@@ -81,25 +80,25 @@ def sbatch_parameters(job: PlannedJob, profile: Profile, run: RunDir, count: int
     return {k: v for k, v in params.items() if v is not None or k == "wckey"}
 
 
-def _exports(recipe_env: dict[str, str], profile: Profile, run: RunDir) -> list[str]:
+def _exports(recipe_env: dict[str, str], profile: Profile, run_dir: RunDir) -> list[str]:
     lines = [f"module load {shlex.quote(m)}" for m in profile.modules]
     lines += list(profile.setup)
     env = {**profile.env, **recipe_env}
     lines += [f"export {k}={shlex.quote(str(v))}" for k, v in sorted(env.items())]
     lines += [
-        f"export MFTLAUNCH_RUN_DIR={shlex.quote(str(run.root))}",
+        f"export {ENV_RUN_DIR}={shlex.quote(str(run_dir.root))}",
         "export PYTHONUNBUFFERED=1",
     ]
     if profile.net_ifname:
-        lines.append(f"export MFTLAUNCH_NET_IFNAME={shlex.quote(profile.net_ifname)}")
+        lines.append(f"export {ENV_NET_IFNAME}={shlex.quote(profile.net_ifname)}")
     if profile.master_addr == "ip":
-        lines.append("export MFTLAUNCH_MASTER_ADDR_MODE=ip")
+        lines.append(f"export {ENV_MASTER_ADDR_MODE}=ip")
     return lines
 
 
-def stage_entry(job: PlannedJob, profile: Profile, run: RunDir) -> list[str]:
+def stage_entry(job: PlannedJob, profile: Profile, run_dir: RunDir) -> list[str]:
     """The module every task of a stage job runs; the array index is appended by the script."""
-    return [profile.python or sys.executable, "-u", "-m", "jobs.run", job.stage, str(run.root)]
+    return [profile.python or sys.executable, "-u", "-m", "jobs.run", job.stage, str(run_dir.root)]
 
 
 def _task_command(job: PlannedJob, profile: Profile, entry: list[str]) -> str:
@@ -144,35 +143,32 @@ def _body(job: PlannedJob, task_command: str, offset: int) -> str:
     )
 
 
-def render_script(job: PlannedJob, recipe: Recipe, profile: Profile, run: RunDir, chunk: int = 0) -> str:
+def render_script(job: PlannedJob, recipe: Recipe, profile: Profile, run_dir: RunDir, chunk: int = 0) -> str:
     offset, count = job.chunks[chunk]
-    command = _task_command(job, profile, stage_entry(job, profile, run)) + ' "$index"'
-    return _render(job, recipe_env=recipe.env, profile=profile, run=run, command=command, offset=offset, count=count)
+    command = _task_command(job, profile, stage_entry(job, profile, run_dir)) + ' "$index"'
+    return _render(job, recipe_env=recipe.env, profile=profile, run_dir=run_dir, command=command, offset=offset, count=count)
 
 
-def _render(job: PlannedJob, *, recipe_env: dict[str, str], profile: Profile, run: RunDir, command: str,
+def _render(job: PlannedJob, *, recipe_env: dict[str, str], profile: Profile, run_dir: RunDir, command: str,
             offset: int, count: int) -> str:
-    params = sbatch_parameters(job, profile, run, count)
-    text = _make_sbatch_string(
-        command=_body(job, command, offset),
-        folder=str(run.logs_dir),
-        setup=_exports(recipe_env, profile, run),
-        **params,
+    params = sbatch_parameters(job, profile, run_dir, count)
+    return sbatch_text(_body(job, command, offset), run_dir.logs_dir, _exports(recipe_env, profile, run_dir), **params)
+
+
+def render_probe_script(profile: Profile, run_dir: RunDir, partition: str | None) -> str:
+    """A one-node, one-minute job that does nothing, with the profile's account, qos, reservation
+    and constraint: what `profiles check` hands to `sbatch --test-only`, rendered exactly as the
+    real jobs are, so the check tests the directives the jobs will carry."""
+    job = PlannedJob(
+        stage="probe", name=f"mft.probe.{profile.name}", items=[{"key": "probe"}],
+        resources=ResolvedResources(partition=partition, nodes=1, tasks_per_node=1, gpus_per_node=0,
+                                    cpus_per_task=None, mem_gb=None, time_minutes=1, max_restarts=0),
+        chunks=[(0, 1)],
     )
-    # submitit marks its own executor in the environment; these scripts do not run submitit's loader
-    return text.replace("export SUBMITIT_EXECUTOR=slurm\n", "")
+    return sbatch_text("true", run_dir.logs_dir, [], **sbatch_parameters(job, profile, run_dir, 1))
 
 
-def render_all(plan: Plan, recipe: Recipe, profile: Profile, run: RunDir) -> dict[str, str]:
-    """Script file name → text, for every job and chunk of the plan."""
-    out = {}
-    for job in plan.jobs:
-        for chunk in range(len(job.chunks)):
-            out[run.script(job.name, chunk).name] = render_script(job, recipe, profile, run, chunk)
-    return out
-
-
-def render_check_script(profile: Profile, run: RunDir, nodes: int, report: str) -> tuple[PlannedJob, str]:
+def render_check_script(profile: Profile, run_dir: RunDir, nodes: int, report: str) -> tuple[PlannedJob, str]:
     """A job of `nodes` nodes (one task per GPU, or per node) running jobs.dist_check."""
     tasks = max(1, profile.gpus_per_node)
     job = PlannedJob(
@@ -187,6 +183,6 @@ def render_check_script(profile: Profile, run: RunDir, nodes: int, report: str) 
         chunks=[(0, 1)],
     )
     entry = [profile.python or sys.executable, "-u", "-m", "jobs.dist_check", report, *profile.secret_env]
-    text = _render(job, recipe_env={}, profile=profile, run=run, command=_task_command(job, profile, entry),
+    text = _render(job, recipe_env={}, profile=profile, run_dir=run_dir, command=_task_command(job, profile, entry),
                    offset=0, count=1)
     return job, text

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-STAGES = ("train", "merge", "generate", "evaluate", "collect")
-
+import yaml
 
 def atomic_write_bytes(path: Path, payload: bytes) -> None:
     """Write `payload` to `path` so that readers see either the old file or the whole new one."""
@@ -81,6 +80,11 @@ def submission_folder(model: str) -> str:
     return f"generations_{model}"
 
 
+def results_table_name(fmt: str) -> str:
+    """The collector's results table in one format: results.md, results.csv, results.json."""
+    return f"results.{fmt}"
+
+
 @dataclass(frozen=True)
 class RunDir:
     """Paths of one run. Cheap to build; creates nothing until something is written."""
@@ -118,6 +122,32 @@ class RunDir:
     def script(self, job_name: str, chunk: int = 0) -> Path:
         suffix = f".{chunk}" if chunk else ""
         return self.scripts_dir / f"{job_name}{suffix}.sbatch"
+
+    def element_log(self, job_name: str, job_id: str, index: int) -> Path:
+        """The log the local scheduler writes for one element; the same name Slurm gives it
+        through the scripts' `%x_%A_%a.out` pattern."""
+        return self.logs_dir / f"{job_name}_{job_id}_{index}.out"
+
+    @property
+    def local_scheduler_log(self) -> Path:
+        return self.logs_dir / "local_scheduler.out"
+
+    @property
+    def local_selection_file(self) -> Path:
+        """Which elements the local scheduler runs this time (written by `resume`; absent: all)."""
+        return self.root / "local_only.json"
+
+    @property
+    def check_report_file(self) -> Path:
+        """What `profiles check --nodes N` ranks report (in the check's own run directory)."""
+        return self.root / "dist_check.json"
+
+    def read_profile(self) -> dict[str, Any]:
+        """The run's resolved cluster profile as plain data ({} when the run has none). The one
+        way both sides read it; the launcher validates it into a Profile where it needs one."""
+        if not self.profile_file.is_file():
+            return {}
+        return yaml.safe_load(self.profile_file.read_text(encoding="utf-8")) or {}
 
     # per-element bookkeeping
     def sentinel(self, stage: str, index: int) -> Path:
@@ -160,9 +190,16 @@ class RunDir:
     def metrics_file(self, benchmark: str, model: str) -> Path:
         return self.evaluate_dir(benchmark) / metrics_name(benchmark, model)
 
+    def results_file(self, benchmark: str, model: str) -> Path:
+        """Per-sample execution results beside the metrics file."""
+        return self.evaluate_dir(benchmark) / results_name(benchmark, model)
+
     @property
     def collect_dir(self) -> Path:
         return self.root / "collect"
+
+    def results_table(self, fmt: str) -> Path:
+        return self.collect_dir / results_table_name(fmt)
 
     # sentinels
     def is_done(self, stage: str, index: int) -> bool:

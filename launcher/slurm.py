@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-# Variables a job inherits that would confuse an sbatch issued from inside it (submitit #1782),
+# Variables a job inherits that would confuse an sbatch issued from inside it (it would inherit the
+# enclosing job's allocation and array settings),
 # except SLURM_CONF, which says which cluster to talk to.
 _STRIP_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "PMIX_", "PMI_")
 _STRIP_NAMES = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"}
@@ -28,13 +29,20 @@ def clean_env(environ: Optional[dict[str, str]] = None) -> dict[str, str]:
     return env
 
 
-def _run(cmd: list[str], env: Optional[dict[str, str]] = None, timeout: float = 60) -> str:
+def call(cmd: list[str], env: Optional[dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    """The one way mftlaunch runs a Slurm command: a cleaned environment, a timeout, and a clear
+    error when the command is missing or hangs. The exit status is the caller's to judge."""
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env or clean_env(), timeout=timeout)
+        return subprocess.run(cmd, capture_output=True, text=True, env=env or clean_env(), timeout=timeout)
     except FileNotFoundError:
         raise SlurmError(f"{cmd[0]} not found on PATH: is this a Slurm login node? (use --profile local otherwise)") from None
     except subprocess.TimeoutExpired:
         raise SlurmError(f"{' '.join(cmd[:2])} did not answer in {timeout:.0f}s") from None
+
+
+def run(cmd: list[str], env: Optional[dict[str, str]] = None, timeout: float = 60) -> str:
+    """`call`, and a non-zero exit is a SlurmError; returns stdout."""
+    proc = call(cmd, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise SlurmError(f"{' '.join(cmd)} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
     return proc.stdout
@@ -50,11 +58,11 @@ def sbatch(script: Path, *, dependency: Optional[str] = None, array: Optional[st
         cmd.append(f"--array={array}")
     if test_only:
         cmd.append("--test-only")
-        proc = subprocess.run(cmd + [str(script)], capture_output=True, text=True, env=env or clean_env(), timeout=60)
+        proc = call(cmd + [str(script)], env=env)
         if proc.returncode != 0:
             raise SlurmError(f"sbatch --test-only {script.name}: {proc.stderr.strip()}")
         return (proc.stderr or proc.stdout).strip()
-    out = _run(cmd + [str(script)], env=env).strip()
+    out = run(cmd + [str(script)], env=env).strip()
     job_id = out.splitlines()[-1].split(";")[0].strip() if out else ""
     if not job_id.isdigit():
         raise SlurmError(f"sbatch {script.name}: could not read a job id from {out!r}")
@@ -75,7 +83,7 @@ def squeue(job_ids: Iterable[str]) -> list[JobRow]:
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    out = _run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%N|%M|%r"])
+    out = run(["squeue", "-h", "-r", "-j", ",".join(ids), "-o", "%i|%T|%N|%M|%r"])
     rows = []
     for line in out.splitlines():
         parts = line.split("|")
@@ -90,7 +98,7 @@ def sacct(job_ids: Iterable[str], start: str) -> list[JobRow]:
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    out = _run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-S", start, "-o", "JobID,State,NodeList,Elapsed"])
+    out = run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-S", start, "-o", "JobID,State,NodeList,Elapsed"])
     rows = []
     for line in out.splitlines():
         parts = line.split("|")
@@ -102,4 +110,4 @@ def sacct(job_ids: Iterable[str], start: str) -> list[JobRow]:
 def scancel(job_ids: Iterable[str]) -> None:
     ids = sorted(set(job_ids))
     if ids:
-        _run(["scancel", *ids])
+        run(["scancel", *ids])

@@ -59,10 +59,10 @@ def _elapsed(state: dict[str, Any]) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
+def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
     """Rows plus warnings (e.g. accounting disabled)."""
-    plan = read_json(run.plan_file)
-    manifest = read_json(run.manifest_file)
+    plan = read_json(run_dir.plan_file)
+    manifest = read_json(run_dir.manifest_file)
     warnings: list[str] = []
     accounting = True
     live: dict[str, slurm.JobRow] = {}
@@ -85,8 +85,8 @@ def collect(run: RunDir) -> tuple[list[ElementStatus], list[str]]:
     rows = []
     for job in plan["jobs"]:
         for index, item in enumerate(job["items"]):
-            local = run.read_state(job["stage"], index)
-            done = run.is_done(job["stage"], index)
+            local = run_dir.read_state(job["stage"], index)
+            done = run_dir.is_done(job["stage"], index)
             job_id = ids.get((job["stage"], index), local.get("job_id", ""))
             row = live.get(job_id)
             state = row.state if row else (local.get("state") or ("COMPLETED" if done else "UNKNOWN"))
@@ -117,7 +117,7 @@ def summary(rows: list[ElementStatus]) -> dict[str, int]:
     return counts
 
 
-def print_table(run: RunDir, rows: list[ElementStatus], warnings: list[str], console: Optional[Any] = None) -> None:
+def print_table(run_dir: RunDir, rows: list[ElementStatus], warnings: list[str], console: Optional[Any] = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -125,7 +125,7 @@ def print_table(run: RunDir, rows: list[ElementStatus], warnings: list[str], con
         console = Console()
         if not console.is_terminal:  # logs and pipes: wide enough for one line per element
             console = Console(width=200)
-    table = Table(title=str(run.root), show_lines=False)
+    table = Table(title=str(run_dir.root), show_lines=False)
     for col in ("stage", "idx", "item", "job id", "state", "node", "elapsed", "restarts", "done"):
         table.add_column(col, no_wrap=True)
     table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=70)

@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
+from launcher.contract import ENV_PROFILE
 from launcher import slurm
 from launcher.plan import Plan, PlannedJob, build_plan
 from launcher.profile import Profile, load_profile, profile_to_yaml
@@ -24,7 +25,6 @@ from launcher.render import render_script
 from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 from launcher.yamlsource import ConfigError, YamlSource, load_yaml
 
-PROFILE_ENV = "MFTLAUNCH_PROFILE"
 PACKAGES = ("mftlaunch", "submitit", "pydantic", "pyyaml", "torch", "transformers", "peft", "deepspeed")
 
 
@@ -44,7 +44,7 @@ def choose_profile(cli: Optional[str], recipe: Recipe, *, submitting: bool = Tru
         return cli
     if submitting and shutil.which("sbatch") is None:
         return "local"
-    return os.environ.get(PROFILE_ENV) or recipe.profile or "local"
+    return os.environ.get(ENV_PROFILE) or recipe.profile or "local"
 
 
 def load(recipe_path: str, profile_name: Optional[str] = None, overrides: list[str] = (), *, check_paths: bool,
@@ -91,19 +91,19 @@ def create_run_dir(recipe: Recipe) -> RunDir:
     raise RuntimeError(f"could not create a run directory under {root}")
 
 
-def write_run_files(run: RunDir, loaded: Loaded) -> None:
-    atomic_write_text(run.recipe_file, recipe_to_yaml(loaded.recipe))
-    atomic_write_text(run.profile_file, profile_to_yaml(loaded.profile))
-    atomic_write_json(run.plan_file, loaded.plan.to_dict())
-    run.logs_dir.mkdir(parents=True, exist_ok=True)
+def write_run_files(run_dir: RunDir, loaded: Loaded) -> None:
+    atomic_write_text(run_dir.recipe_file, recipe_to_yaml(loaded.recipe))
+    atomic_write_text(run_dir.profile_file, profile_to_yaml(loaded.profile))
+    atomic_write_json(run_dir.plan_file, loaded.plan.to_dict())
+    run_dir.logs_dir.mkdir(parents=True, exist_ok=True)
     for job in loaded.plan.jobs:
         for chunk in range(len(job.chunks)):
-            atomic_write_text(run.script(job.name, chunk), render_script(job, loaded.recipe, loaded.profile, run, chunk))
+            atomic_write_text(run_dir.script(job.name, chunk), render_script(job, loaded.recipe, loaded.profile, run_dir, chunk))
 
 
-def new_manifest(run: RunDir, loaded: Loaded) -> dict[str, Any]:
+def new_manifest(run_dir: RunDir, loaded: Loaded) -> dict[str, Any]:
     return {
-        "run_dir": str(run.root),
+        "run_dir": str(run_dir.root),
         "recipe": loaded.recipe.name,
         "recipe_source": str(loaded.source.path.resolve()),
         "profile": loaded.profile.name,
@@ -122,7 +122,7 @@ def dependency_spec(kind: str, upstream_ids: list[str]) -> str:
     return f"{kind}:" + ":".join(upstream_ids)
 
 
-def submit_slurm(run: RunDir, plan: Plan, profile: Profile, manifest: dict[str, Any],
+def submit_slurm(run_dir: RunDir, plan: Plan, profile: Profile, manifest: dict[str, Any],
                  only: Optional[dict[str, list[int]]] = None) -> None:
     """sbatch every job in stage order, each depending on the previous stage's ids.
 
@@ -148,12 +148,12 @@ def submit_slurm(run: RunDir, plan: Plan, profile: Profile, manifest: dict[str, 
                 else:
                     upstream = list(previous.values())
                 dep = dependency_spec(job.dependency_type, upstream) if upstream and job.dependency_type else None
-                job_id = slurm.sbatch(run.script(job.name, chunk), dependency=dep, array=array)
+                job_id = slurm.sbatch(run_dir.script(job.name, chunk), dependency=dep, array=array)
                 current[offset] = job_id
                 submitted.append(job_id)
                 attempt["jobs"].setdefault(job.stage, []).append({"id": job_id, "offset": offset, "array": array})
                 manifest["jobs"][job.stage] = attempt["jobs"][job.stage]
-                atomic_write_json(run.manifest_file, manifest)
+                atomic_write_json(run_dir.manifest_file, manifest)
             previous = current
     except Exception:
         if submitted:
@@ -161,10 +161,10 @@ def submit_slurm(run: RunDir, plan: Plan, profile: Profile, manifest: dict[str, 
                 slurm.scancel(submitted)
             finally:
                 manifest["status"] = "submit failed; cancelled " + " ".join(submitted)
-                atomic_write_json(run.manifest_file, manifest)
+                atomic_write_json(run_dir.manifest_file, manifest)
         raise
     manifest["status"] = "submitted"
-    atomic_write_json(run.manifest_file, manifest)
+    atomic_write_json(run_dir.manifest_file, manifest)
 
 
 def _array_override(job: PlannedJob, offset: int, count: int, indices: Optional[list[int]],
@@ -180,43 +180,43 @@ def _array_override(job: PlannedJob, offset: int, count: int, indices: Optional[
     return True, (f"{spec}%{throttle}" if throttle else spec)
 
 
-def start_local(run: RunDir, manifest: dict[str, Any], only: Optional[dict[str, list[int]]] = None) -> int:
+def start_local(run_dir: RunDir, manifest: dict[str, Any], only: Optional[dict[str, list[int]]] = None) -> int:
     """Start the local scheduler detached from this terminal; it runs the graph and exits."""
     if only is not None:
-        atomic_write_json(run.root / "local_only.json", only)
-    log = open(run.logs_dir / "local_scheduler.out", "ab")
+        atomic_write_json(run_dir.local_selection_file, only)
+    log = open(run_dir.local_scheduler_log, "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "launcher.local_runner", str(run.root)],
+        [sys.executable, "-m", "launcher.local_scheduler", str(run_dir.root)],
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
         env=slurm.clean_env(),
     )
     manifest.setdefault("attempts", []).append({"time": datetime.now().isoformat(timespec="seconds"), "local_pid": proc.pid})
     manifest["local_pid"] = proc.pid
     manifest["status"] = "submitted"
-    atomic_write_json(run.manifest_file, manifest)
+    atomic_write_json(run_dir.manifest_file, manifest)
     return proc.pid
 
 
 def submit(loaded: Loaded) -> RunDir:
-    run = create_run_dir(loaded.recipe)
-    write_run_files(run, loaded)
-    manifest = new_manifest(run, loaded)
-    atomic_write_json(run.manifest_file, manifest)
+    run_dir = create_run_dir(loaded.recipe)
+    write_run_files(run_dir, loaded)
+    manifest = new_manifest(run_dir, loaded)
+    atomic_write_json(run_dir.manifest_file, manifest)
     if loaded.profile.is_local:
-        start_local(run, manifest)
+        start_local(run_dir, manifest)
     else:
-        submit_slurm(run, loaded.plan, loaded.profile, manifest)
-    return run
+        submit_slurm(run_dir, loaded.plan, loaded.profile, manifest)
+    return run_dir
 
 
-def load_manifest(run: RunDir) -> dict[str, Any]:
-    if not run.manifest_file.is_file():
-        raise ConfigError([f"{run.root}: not a run directory (no manifest.json)"])
-    return read_json(run.manifest_file)
+def load_manifest(run_dir: RunDir) -> dict[str, Any]:
+    if not run_dir.manifest_file.is_file():
+        raise ConfigError([f"{run_dir.root}: not a run directory (no manifest.json)"])
+    return read_json(run_dir.manifest_file)
 
 
-def wait_local(run: RunDir, poll_s: float = 1.0) -> None:
-    pid = load_manifest(run).get("local_pid")
+def wait_local(run_dir: RunDir, poll_s: float = 1.0) -> None:
+    pid = load_manifest(run_dir).get("local_pid")
     while pid and is_running(pid):
         time.sleep(poll_s)
 

@@ -4,7 +4,7 @@ Default: a fixed sample of >= 20 problems per benchmark (13 benchmarks: synthesi
 fixtests-buggy for six languages, plus mbpp), every named exception included. The full run
 (all 164 x 6 canonical, 164 x 6 buggy, 500 mbpp, plus fixtests-canonical and humaneval) is
 
-    python -m eval_sandbox.ceiling --full --workers 2 --out ceiling.json
+    python -m jobs.code_benchmarks.ceiling --full --workers 2 --out ceiling.json
 
 and its figures are recorded in docs/EVALUATION.md.
 """
@@ -14,7 +14,8 @@ import os
 
 import pytest
 
-from eval_sandbox import ceiling, selftest
+from eval_sandbox import selftest
+from jobs.code_benchmarks import ceiling
 from eval_sandbox.backends import bubblewrap_works
 
 REQUIRE = os.environ.get("MFTLAUNCH_REQUIRE_SANDBOX") == "1" or os.environ.get("CI") == "true"

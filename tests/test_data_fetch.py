@@ -10,9 +10,9 @@ import threading
 
 import pytest
 
-from jobs import data_fetch
-from jobs.benchmarks.data import load_benchmark
-from jobs.data_fetch import FILES, FetchError, fetch
+from launcher import data_fetch
+from jobs.code_benchmarks.data import load_benchmark
+from launcher.data_fetch import FILES, FetchError, fetch
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

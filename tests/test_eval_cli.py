@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from jobs.benchmarks import suite
-from jobs.benchmarks.data import load_benchmark
-from jobs.benchmarks.postprocess import postprocess
-from jobs.benchmarks.prompts import build_prompt
-from launcher import eval_commands
+from launcher import contract
+from jobs.code_benchmarks.data import load_benchmark
+from jobs.code_benchmarks.postprocess import postprocess
+from jobs.code_benchmarks.prompts import build_prompt
+from launcher import cli_eval
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 def cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="mftlaunch")
     sub = parser.add_subparsers(dest="command", required=True)
-    eval_commands.register(sub)
+    cli_eval.register(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
@@ -140,7 +140,7 @@ def test_evaluate_command_mismatch_is_an_error(tmp_path, data_dir, capsys):
 def _metrics_dir(tmp_path: Path, skip=()) -> Path:
     folder = tmp_path / "metrics_m"
     folder.mkdir()
-    for i, task in enumerate(suite.ALL_BENCHMARKS):
+    for i, task in enumerate(contract.ALL_BENCHMARKS):
         if task in skip:
             continue
         n = 500 if task == "mbpp" else 164
@@ -181,7 +181,7 @@ def test_data_fetch_command(tmp_path, data_dir, monkeypatch):
 
     for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(var, raising=False)
-    from jobs.data_fetch import FILES
+    from launcher.data_fetch import FILES
 
     root = tmp_path / "mirror"
     for item in FILES:  # plain, writable copies (the shared data is read-only)
@@ -217,11 +217,11 @@ def test_no_torch_import(tmp_path, data_dir):
     """The launcher side never imports torch: registering and running these commands must not."""
     code = (
         "import sys, argparse, json\n"
-        "from launcher import eval_commands\n"
-        "p = argparse.ArgumentParser(); s = p.add_subparsers(dest='c'); eval_commands.register(s)\n"
+        "from launcher import cli_eval\n"
+        "p = argparse.ArgumentParser(); s = p.add_subparsers(dest='c'); cli_eval.register(s)\n"
         f"a = p.parse_args(['prompts', '--task', 'mbpp', '--limit', '1', '--data-dir', {str(data_dir)!r}, '--out', {str(tmp_path / 'p.json')!r}])\n"
         "assert a.func(a) == 0\n"
-        "import jobs.evaluate, jobs.collect, jobs.data_fetch, jobs.benchmarks.postprocess\n"
+        "import jobs.evaluate, jobs.collect, launcher.data_fetch, jobs.code_benchmarks.postprocess\n"
         "bad = [m for m in ('torch', 'transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
@@ -229,8 +229,10 @@ def test_no_torch_import(tmp_path, data_dir):
 
 
 def test_default_data_dir(monkeypatch, tmp_path):
+    from jobs.code_benchmarks.data import default_data_dir
+
     monkeypatch.setenv("MFTLAUNCH_DATA_DIR", str(tmp_path))
-    assert eval_commands.default_data_dir() == str(tmp_path)
+    assert default_data_dir() == tmp_path
     monkeypatch.delenv("MFTLAUNCH_DATA_DIR")
     beside = REPO.parent / "shared" / "data"
-    assert eval_commands.default_data_dir() == (str(beside) if beside.is_dir() else None)
+    assert default_data_dir() == (beside if beside.is_dir() else None)

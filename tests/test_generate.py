@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from jobs import generate as gen  # noqa: E402
-from jobs.benchmarks import prompts as pr  # noqa: E402
+from jobs.code_benchmarks import prompts as pr  # noqa: E402
 from jobs.context import RequeueRequested, StageContext  # noqa: E402
 from jobs.distributed import DistEnv  # noqa: E402
 from jobs.generation.benchmark import generate_benchmark  # noqa: E402
@@ -204,7 +204,7 @@ def test_output_files_names_and_shape(model_dir, data_dir, tmp_path):
     programs = read_json(tmp_path / "generations_mbpp_tiny.json")
     assert isinstance(programs, list) and len(programs) == 5
     assert all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p) for p in programs)
-    # the program is the task prompt + the cleaned completion (jobs.benchmarks.postprocess)
+    # the program is the task prompt + the cleaned completion (jobs.code_benchmarks.postprocess)
     assert all(p.startswith('"""\nWrite a function to add numbers.') for sample in programs for p in sample)
     raw = read_json(tmp_path / "generations_mbpp_tiny.raw.json")
     assert [p["index"] for p in raw["problems"]] == [0, 1, 2, 3, 4]
@@ -261,7 +261,7 @@ class CountingEngine:
 
 
 def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):
-    from jobs.benchmarks.data import load_benchmark
+    from jobs.code_benchmarks.data import load_benchmark
 
     problems = load_benchmark("humaneval", data_dir, 7).problems
     fmt = pr.PromptFormat("competition")
@@ -294,7 +294,7 @@ def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):
 
 
 def test_changed_settings_discard_partial_progress(engine, data_dir, tmp_path):
-    from jobs.benchmarks.data import load_benchmark
+    from jobs.code_benchmarks.data import load_benchmark
 
     problems = load_benchmark("humaneval", data_dir, 4).problems
     base = dict(benchmark="humaneval", problems=problems, indices=list(range(4)), fmt=pr.PromptFormat("competition"),
@@ -316,7 +316,7 @@ def _ctx(tmp_path, data_dir, model_dir, item, limit=7) -> StageContext:
     })
     dist = DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, node_rank=0, master_addr="127.0.0.1",
                    master_port=29999, job_id="1")
-    return StageContext(run=RunDir(tmp_path / "run"), recipe=recipe, plan={"data_dir": str(data_dir)},
+    return StageContext(run_dir=RunDir(tmp_path / "run"), recipe=recipe, plan={"data_dir": str(data_dir)},
                         stage="generate", index=item.get("shard", 0), item=item, dist=dist)
 
 
@@ -328,7 +328,7 @@ def test_shards_cover_every_problem_exactly_once(model_dir, data_dir, tmp_path):
         ctx = _ctx(tmp_path, data_dir, model_dir, item)
         counts = gen.run(ctx)
         assert counts["shard"] == shard and counts["num_shards"] == 3
-        out = ctx.run.generate_dir(item["key"])
+        out = ctx.run_dir.generate_dir(item["key"])
         raw = read_json(out / "generations_humaneval_tiny.raw.json")
         seen.extend(p["index"] for p in raw["problems"])
         programs.extend(read_json(out / "generations_humaneval_tiny.json"))
@@ -344,7 +344,7 @@ def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
     ctx.stop.requested = True
     with pytest.raises(RequeueRequested):
         gen.run(ctx)
-    partial = ctx.run.generate_dir("humaneval") / partial_filename("humaneval", "tiny")
+    partial = ctx.run_dir.generate_dir("humaneval") / partial_filename("humaneval", "tiny")
     assert len(read_json(partial)["rows"]) == 4  # one batch saved
     ctx.stop.requested = False
     assert gen.run(ctx)["problems"] == 7
@@ -355,11 +355,11 @@ def test_model_choice_prefers_override_then_merged(model_dir, tmp_path):
         "name": "t", "model": {"path": "builtin:tiny-llama", "model_name": "tiny"},
         "stages": {"generate": {"benchmarks": ["humaneval"]}},
     })
-    run = RunDir(tmp_path)
-    model, tok = pick_model(recipe, run)
+    run_dir = RunDir(tmp_path)
+    model, tok = pick_model(recipe, run_dir)
     assert model.name.startswith("tiny-llama-") and tok == model
     recipe.stages.generate.model_path = str(model_dir)
-    assert pick_model(recipe, run)[0] == model_dir
+    assert pick_model(recipe, run_dir)[0] == model_dir
 
 
 def test_vllm_backend_explains_when_missing(model_dir):

@@ -23,7 +23,7 @@ def run_python(code: str, env: dict | None = None, cwd: Path = ROOT) -> subproce
 def test_importing_the_launcher_does_not_import_torch():
     proc = run_python(
         "import launcher.cli, launcher.submit, launcher.plan, launcher.render, launcher.status, "
-        "launcher.steer, launcher.local_runner; import sys; assert 'torch' not in sys.modules"
+        "launcher.logs, launcher.resume, launcher.cancel, launcher.recent_runs, launcher.local_scheduler; import sys; assert 'torch' not in sys.modules"
     )
     assert proc.returncode == 0, proc.stderr
 

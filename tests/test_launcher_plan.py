@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.benchmarks import suite
+from launcher import contract
 from launcher.plan import Plan, build_plan, stage_items
 from launcher.profile import Profile, load_profile
 from launcher.recipe import load_recipe
@@ -39,7 +39,7 @@ def test_one_generate_and_one_evaluate_item_per_benchmark():
     plan = build_plan(r, generic())
     assert [j.stage for j in plan.jobs] == ["train", "merge", "generate", "evaluate", "collect"]
     gen, ev = plan.job("generate"), plan.job("evaluate")
-    expected = list(suite.COMPETITION_SUITE) + ["humaneval"]
+    expected = list(contract.COMPETITION_SUITE) + ["humaneval"]
     assert [i["key"] for i in gen.items] == expected
     assert gen.items[0] == {"key": expected[0], "benchmark": expected[0], "shard": 0, "num_shards": 1}
     assert [i["key"] for i in ev.items] == expected

@@ -39,7 +39,7 @@ def small_array_profile(tmp_path: Path) -> str:
 def test_submit_sends_the_graph_with_dependencies(fake, tmp_path, capsys):
     recipe = full_recipe(tmp_path)
     assert main(["submit", str(recipe), "--profile", "test-cluster"]) == 0, capsys.readouterr().err
-    run = only_run(tmp_path)
+    run_dir = only_run(tmp_path)
     calls = fake.argv("sbatch")
     assert [Path(c[-1]).name for c in calls] == [
         "mft.fullrun.train.sbatch", "mft.fullrun.merge.sbatch", "mft.fullrun.generate.sbatch",
@@ -52,17 +52,17 @@ def test_submit_sends_the_graph_with_dependencies(fake, tmp_path, capsys):
     assert all(option(c, "--kill-on-invalid-dep") == "yes" for c in calls[1:])
     assert all(option(c, "--array") is None for c in calls)  # full submissions use the script's own --array
     for c in calls:
-        assert Path(c[-1]).parent == run.scripts_dir and Path(c[-1]).is_file()
-    manifest = read_json(run.manifest_file)
+        assert Path(c[-1]).parent == run_dir.scripts_dir and Path(c[-1]).is_file()
+    manifest = read_json(run_dir.manifest_file)
     assert manifest["status"] == "submitted"
     assert {stage: [e["id"] for e in entries] for stage, entries in manifest["jobs"].items()} == {
         "train": ["1000"], "merge": ["1001"], "generate": ["1002"], "evaluate": ["1003"], "collect": ["1004"],
     }
-    for path in (run.recipe_file, run.profile_file, run.plan_file):
+    for path in (run_dir.recipe_file, run_dir.profile_file, run_dir.plan_file):
         assert path.is_file()
     assert fake.argv("scancel") == []
     out = capsys.readouterr().out
-    assert f"run directory: {run.root}" in out
+    assert f"run directory: {run_dir.root}" in out
 
 
 def test_chunked_arrays_are_submitted_per_chunk(fake, tmp_path, capsys):
@@ -75,8 +75,8 @@ def test_chunked_arrays_are_submitted_per_chunk(fake, tmp_path, capsys):
         "mft.evalrun.evaluate.sbatch", "mft.evalrun.evaluate.1.sbatch", "mft.evalrun.evaluate.2.sbatch",
         "mft.evalrun.collect.sbatch",
     ]
-    run = only_run(tmp_path)
-    manifest = read_json(run.manifest_file)
+    run_dir = only_run(tmp_path)
+    manifest = read_json(run_dir.manifest_file)
     assert [(e["id"], e["offset"]) for e in manifest["jobs"]["generate"]] == [("1000", 0), ("1001", 5), ("1002", 10)]
     assert [(e["id"], e["offset"]) for e in manifest["jobs"]["evaluate"]] == [("1003", 0), ("1004", 5), ("1005", 10)]
     # the collector waits for every evaluation chunk
@@ -103,8 +103,8 @@ def test_failure_half_way_cancels_what_was_submitted(fake, tmp_path, capsys):
     assert "Traceback" not in err
     assert len(fake.argv("sbatch")) == 3
     assert fake.argv("scancel") == [["1000", "1001"]]
-    run = only_run(tmp_path)
-    manifest = read_json(run.manifest_file)
+    run_dir = only_run(tmp_path)
+    manifest = read_json(run_dir.manifest_file)
     assert manifest["status"] == "submit failed; cancelled 1000 1001"
 
 
@@ -135,11 +135,11 @@ def test_secrets_never_reach_a_file(fake, tmp_path, monkeypatch, capsys):
     out = tmp_path / "planned"
     assert main(["plan", str(recipe), "--profile", "test-cluster", "--out", str(out)]) == 0
     assert main(["submit", str(recipe), "--profile", "test-cluster"]) == 0
-    run = only_run(tmp_path)
-    assert list(out.rglob("*.sbatch")) and list(run.scripts_dir.glob("*.sbatch"))
+    run_dir = only_run(tmp_path)
+    assert list(out.rglob("*.sbatch")) and list(run_dir.scripts_dir.glob("*.sbatch"))
     assert _files_containing(out, token.encode()) == []
-    assert _files_containing(run.root, token.encode()) == []
-    manifest = read_json(run.manifest_file)
+    assert _files_containing(run_dir.root, token.encode()) == []
+    manifest = read_json(run_dir.manifest_file)
     assert manifest["secret_env_passed"] == ["HF_TOKEN"]  # the name only
     # the value travels the one intended way: sbatch's environment, exported to the job by Slurm
     assert all(call["env"].get("HF_TOKEN") == token for call in fake.calls("sbatch"))
@@ -149,13 +149,13 @@ def test_secrets_never_reach_a_file(fake, tmp_path, monkeypatch, capsys):
 def test_plan_out_writes_scripts_and_submits_nothing(fake, tmp_path, capsys):
     out = tmp_path / "planned"
     assert main(["plan", str(full_recipe(tmp_path)), "--profile", "test-cluster", "--out", str(out)]) == 0
-    run = RunDir(out)
-    plan = json.loads(run.plan_file.read_text())
+    run_dir = RunDir(out)
+    plan = json.loads(run_dir.plan_file.read_text())
     assert [j["stage"] for j in plan["jobs"]] == ["train", "merge", "generate", "evaluate", "collect"]
-    assert sorted(p.name for p in run.scripts_dir.iterdir()) == sorted(
+    assert sorted(p.name for p in run_dir.scripts_dir.iterdir()) == sorted(
         f"mft.fullrun.{s}.sbatch" for s in ("train", "merge", "generate", "evaluate", "collect"))
     assert fake.argv("sbatch") == []
-    assert not run.manifest_file.exists()
+    assert not run_dir.manifest_file.exists()
 
 
 def test_plan_test_only_asks_sbatch(fake, tmp_path, capsys):

@@ -36,19 +36,19 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     code = main(["submit", str(path), "--profile", "local", "--wait"])
     out = capsys.readouterr().out
     assert code == 0, out
-    run = _run_dir(out)
+    run_dir = _run_dir(out)
     for bench in benchmarks:
-        generations = json.loads((run.generate_dir(bench) / f"generations_{bench}_tiny.json").read_text())
+        generations = json.loads((run_dir.generate_dir(bench) / f"generations_{bench}_tiny.json").read_text())
         assert len(generations) == 2 and all(len(g) == 1 for g in generations)
-        metrics = read_json(run.evaluate_dir(bench) / f"metrics_{bench}_tiny.json")
+        metrics = read_json(run_dir.evaluate_dir(bench) / f"metrics_{bench}_tiny.json")
         assert 0.0 <= metrics[bench]["pass@1"] <= 1.0
-    assert run.is_done("collect", 0)
-    code = main(["status", str(run.root), "--json"])
+    assert run_dir.is_done("collect", 0)
+    code = main(["status", str(run_dir.root), "--json"])
     status = json.loads(capsys.readouterr().out)
     assert code == 0
     assert {r["state"] for r in status["elements"]} == {"COMPLETED"}
     assert len(status["elements"]) == 2 * len(benchmarks) + 1
-    assert main(["logs", str(run.root), "--stage", "generate", "--index", "1"]) == 0
+    assert main(["logs", str(run_dir.root), "--stage", "generate", "--index", "1"]) == 0
     logs = capsys.readouterr().out
     assert "generate[1] (humanevalfixtests-js)" in logs
     assert "generate[0]" not in logs and "evaluate[1]" not in logs
@@ -72,21 +72,21 @@ def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):
     path = tmp_path / "local_cancel.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["submit", str(path), "--profile", "local"]) == 0
-    run = _run_dir(capsys.readouterr().out)
-    partial = run.generate_dir(bench) / f"generations_{bench}_tiny.partial.json"
+    run_dir = _run_dir(capsys.readouterr().out)
+    partial = run_dir.generate_dir(bench) / f"generations_{bench}_tiny.partial.json"
     deadline = time.time() + 120
     while not partial.is_file() and time.time() < deadline:
         time.sleep(0.2)
     assert partial.is_file(), "generation made no progress"
-    assert main(["cancel", str(run.root)]) == 0
+    assert main(["cancel", str(run_dir.root)]) == 0
     capsys.readouterr()
     time.sleep(1)
-    assert main(["status", str(run.root), "--json"]) == 0
+    assert main(["status", str(run_dir.root), "--json"]) == 0
     element = json.loads(capsys.readouterr().out)["elements"][0]
     assert element["state"] == "LOST" and not element["done"], element
-    assert main(["resume", str(run.root), "--wait"]) == 0
+    assert main(["resume", str(run_dir.root), "--wait"]) == 0
     out = capsys.readouterr().out
     assert "resubmitted generate: [0]" in out and "run completed" in out
-    log = "".join(p.read_text() for p in run.logs_dir.glob("mft.local_cancel.generate_*.out"))
+    log = "".join(p.read_text() for p in run_dir.logs_dir.glob("mft.local_cancel.generate_*.out"))
     assert f"resuming {bench}:" in log
-    assert len(read_json(run.generate_dir(bench) / f"generations_{bench}_tiny.json")) == 60
+    assert len(read_json(run_dir.generate_dir(bench) / f"generations_{bench}_tiny.json")) == 60

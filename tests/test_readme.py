@@ -36,6 +36,6 @@ def test_readme_demo_runs_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert "run completed" in proc.stdout
     assert "mean (13 tasks)" in proc.stdout
-    run = next((tmp_path / "runs").iterdir())
-    assert (run / "merged" / "config.json").is_file()
-    assert len(list((run / "sentinels" / "generate").glob("*.done"))) == 14
+    run_dir = next((tmp_path / "runs").iterdir())
+    assert (run_dir / "merged" / "config.json").is_file()
+    assert len(list((run_dir / "sentinels" / "generate").glob("*.done"))) == 14

@@ -1,4 +1,4 @@
-"""eval_sandbox and jobs.benchmarks.assembly: argv, rewriting and assembly rules (no sandbox needed)."""
+"""eval_sandbox and jobs.code_benchmarks.assembly: argv, rewriting and assembly rules (no sandbox needed)."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,7 @@ from eval_sandbox.runners import get_runner
 from eval_sandbox.runners.base import Context
 from eval_sandbox.runners.cpp import harden_asserts as cpp_harden
 from eval_sandbox.runners.rust import harden_asserts as rust_harden
-from jobs.benchmarks import assembly as A
+from jobs.code_benchmarks import assembly as A
 
 
 # ----------------------------------------------------------------------------- limits / argv

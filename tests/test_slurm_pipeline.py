@@ -51,18 +51,18 @@ def submit(recipe: Path, capsys) -> RunDir:
     return RunDir(next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run directory: ")))
 
 
-def wait_final(run: RunDir, timeout: float = 600) -> list[dict]:
+def wait_final(run_dir: RunDir, timeout: float = 600) -> list[dict]:
     """Poll `status --json` until every element is in a final state."""
     final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
     deadline = time.time() + timeout
     while time.time() < deadline:
-        proc = subprocess.run([sys.executable, "-m", "launcher.cli", "status", str(run.root), "--json"],
+        proc = subprocess.run([sys.executable, "-m", "launcher.cli", "status", str(run_dir.root), "--json"],
                               capture_output=True, text=True, check=True)
         rows = json.loads(proc.stdout)["elements"]
         if all(r["state"] in final for r in rows):
             return rows
         time.sleep(3)
-    pytest.fail(f"run {run.root} did not finish in {timeout}s: {rows}")
+    pytest.fail(f"run {run_dir.root} did not finish in {timeout}s: {rows}")
 
 
 def test_thirteen_element_array_failure_collect_and_resume(slurm, tmp_path, data_dir, capsys):
@@ -73,11 +73,11 @@ def test_thirteen_element_array_failure_collect_and_resume(slurm, tmp_path, data
     go_saved = tmp_path / "go.jsonl"
     shutil.move(go, go_saved)
 
-    run = submit(eval_recipe(tmp_path, data, ["competition"], "suite13"), capsys)
-    plan = read_json(run.plan_file)
+    run_dir = submit(eval_recipe(tmp_path, data, ["competition"], "suite13"), capsys)
+    plan = read_json(run_dir.plan_file)
     generate = next(j for j in plan["jobs"] if j["stage"] == "generate")
     assert [i["benchmark"] for i in generate["items"]] == SUITE
-    rows = wait_final(run)
+    rows = wait_final(run_dir)
 
     by = {(r["stage"], r["key"]): r for r in rows}
     go_keys = {"humanevalsynthesize-go", "humanevalfixtests-go"}
@@ -89,30 +89,30 @@ def test_thirteen_element_array_failure_collect_and_resume(slurm, tmp_path, data
         else:
             assert gen["state"] == "COMPLETED" and gen["done"], gen
             # each element saw its own benchmark: its generations file is named after it
-            files = list(run.generate_dir(bench).glob(f"generations_{bench}_tiny.json"))
+            files = list(run_dir.generate_dir(bench).glob(f"generations_{bench}_tiny.json"))
             assert len(files) == 1, bench
             assert by[("evaluate", bench)]["done"], by[("evaluate", bench)]
     collect = by[("collect", "collect")]
     assert collect["state"] == "FAILED", collect
-    log = "".join(p.read_text() for p in run.logs_dir.glob("mft.suite13.collect_*.out"))
+    log = "".join(p.read_text() for p in run_dir.logs_dir.glob("mft.suite13.collect_*.out"))
     for bench in go_keys:
         assert bench in log
 
     # resume reruns only the failed elements and what depends on them
     shutil.move(go_saved, go)
-    before = {k: (run.sentinel("generate", i).stat().st_mtime if run.is_done("generate", i) else None)
+    before = {k: (run_dir.sentinel("generate", i).stat().st_mtime if run_dir.is_done("generate", i) else None)
               for i, k in enumerate(SUITE)}
-    code = main(["resume", str(run.root)])
+    code = main(["resume", str(run_dir.root)])
     out = capsys.readouterr().out
     assert code == 0, out
     go_idx = sorted(SUITE.index(b) for b in go_keys)
     assert f"resubmitted generate: {go_idx}" in out
     assert f"resubmitted evaluate: {go_idx}" in out
-    rows = wait_final(run)
+    rows = wait_final(run_dir)
     assert all(r["done"] for r in rows), [r for r in rows if not r["done"]]
     for i, bench in enumerate(SUITE):
         if bench not in go_keys:  # untouched: same sentinel as before the resume
-            assert run.sentinel("generate", i).stat().st_mtime == before[bench]
+            assert run_dir.sentinel("generate", i).stat().st_mtime == before[bench]
 
 
 def test_two_submissions_at_once_get_distinct_run_dirs_and_ports(slurm, tmp_path, data_dir, capsys):
@@ -134,8 +134,8 @@ def test_two_submissions_at_once_get_distinct_run_dirs_and_ports(slurm, tmp_path
     assert len(dirs) == 2
     ports = set()
     for d in dirs:
-        run = RunDir(d)
-        rows = wait_final(run)
+        run_dir = RunDir(d)
+        rows = wait_final(run_dir)
         assert all(r["done"] for r in rows), rows
-        ports.add(read_json(run.element_state("generate", 0))["master_port"])
+        ports.add(read_json(run_dir.element_state("generate", 0))["master_port"])
     assert len(ports) == 2

@@ -34,27 +34,27 @@ def _recipe(tmp: Path, data_dir: Path, name: str, max_restarts: int) -> Path:
     return path
 
 
-def _log(run: RunDir) -> str:
-    return "".join(p.read_text(errors="replace") for p in run.logs_dir.glob("*.out"))
+def _log(run_dir: RunDir) -> str:
+    return "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
 
 
-def _signal_after_progress(run: RunDir, timeout: float = 180) -> str:
+def _signal_after_progress(run_dir: RunDir, timeout: float = 180) -> str:
     """Wait until the element generated a few batches, then send USR2 to its batch shell."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if re.search(rf"{BENCH} batch 3:", _log(run)):
-            job_id = read_json(run.element_state("generate", 0))["job_id"]
+        if re.search(rf"{BENCH} batch 3:", _log(run_dir)):
+            job_id = read_json(run_dir.element_state("generate", 0))["job_id"]
             subprocess.run(["scancel", "--signal=USR2", "--batch", job_id], check=True)
             return job_id
         time.sleep(0.3)
-    pytest.fail(f"no progress in {timeout}s:\n{_log(run)[-2000:]}")
+    pytest.fail(f"no progress in {timeout}s:\n{_log(run_dir)[-2000:]}")
 
 
-def _release_when_requeued(job_id: str, run: RunDir, timeout: float = 120) -> None:
+def _release_when_requeued(job_id: str, run_dir: RunDir, timeout: float = 120) -> None:
     """Slurm holds a requeued job for a while (BeginTime); start it again at once."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = read_json(run.element_state("generate", 0)).get("state")
+        state = read_json(run_dir.element_state("generate", 0)).get("state")
         out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
         steps = subprocess.run(["squeue", "-h", "-s", "-j", job_id], capture_output=True, text=True).stdout.strip()
         if state == "REQUEUED" and out == "PENDING" and not steps:
@@ -63,31 +63,31 @@ def _release_when_requeued(job_id: str, run: RunDir, timeout: float = 120) -> No
             subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
             return
         time.sleep(0.5)
-    pytest.fail(f"job {job_id} was not requeued:\n{_log(run)[-2000:]}")
+    pytest.fail(f"job {job_id} was not requeued:\n{_log(run_dir)[-2000:]}")
 
 
 def test_usr2_saves_requeues_and_resumes(slurm, tmp_path, data_dir, capsys):
-    run = submit(_recipe(tmp_path, data_dir, "requeue", max_restarts=2), capsys)
-    job_id = _signal_after_progress(run)
-    _release_when_requeued(job_id, run)
-    rows = wait_final(run)
+    run_dir = submit(_recipe(tmp_path, data_dir, "requeue", max_restarts=2), capsys)
+    job_id = _signal_after_progress(run_dir)
+    _release_when_requeued(job_id, run_dir)
+    rows = wait_final(run_dir)
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], rows
     assert rows[0]["restarts"] == 1
-    log = _log(run)
+    log = _log(run_dir)
     assert "requeueing job" in log
     resumed = re.search(rf"resuming {BENCH}: (\d+) of 120 rows already done", log)
     assert resumed and int(resumed.group(1)) >= 3, log[-3000:]
-    generations = read_json(run.generate_dir(BENCH) / f"generations_{BENCH}_tiny.json")
+    generations = read_json(run_dir.generate_dir(BENCH) / f"generations_{BENCH}_tiny.json")
     assert len(generations) == 120
-    assert code_of(["status", str(run.root), "--json"], capsys) == 0
+    assert code_of(["status", str(run_dir.root), "--json"], capsys) == 0
 
 
 def test_restart_cap_stops_the_loop(slurm, tmp_path, data_dir, capsys):
-    run = submit(_recipe(tmp_path, data_dir, "capped", max_restarts=0), capsys)
-    _signal_after_progress(run)
-    rows = wait_final(run)
+    run_dir = submit(_recipe(tmp_path, data_dir, "capped", max_restarts=0), capsys)
+    _signal_after_progress(run_dir)
+    rows = wait_final(run_dir)
     assert rows[0]["state"] == "FAILED" and not rows[0]["done"], rows
-    assert "restart cap (0) reached" in _log(run)
+    assert "restart cap (0) reached" in _log(run_dir)
 
 
 def code_of(argv: list[str], capsys) -> int:

@@ -22,12 +22,12 @@ def test_zero3_lora_across_two_slurm_nodes(slurm, tmp_path, capsys):
     data["stages"]["train"]["resources"].update({"cpus_per_task": 1, "time": "00:20:00"})
     path = tmp_path / "zero3.yaml"
     path.write_text(yaml.safe_dump(data))
-    run = submit(path, capsys)
-    rows = wait_final(run, timeout=900)
-    log = "".join(p.read_text(errors="replace") for p in run.logs_dir.glob("*.out"))
+    run_dir = submit(path, capsys)
+    rows = wait_final(run_dir, timeout=900)
+    log = "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], log[-4000:]
 
-    done = run.done_record("train", 0)
+    done = run_dir.done_record("train", 0)
     assert done["steps"] == STEPS
     per_rank, total = done["params_per_rank"], done["params_total"]
     assert len(per_rank) == 2 and all(0.45 * total <= n <= 0.55 * total for n in per_rank), done
@@ -35,10 +35,10 @@ def test_zero3_lora_across_two_slurm_nodes(slurm, tmp_path, capsys):
     assert "rank 0/2" in log
     assert rows[0]["node"] == "mft-n[1-2]", rows[0]
 
-    loss = tb_scalars(run.tensorboard_dir, "train/loss")
+    loss = tb_scalars(run_dir.tensorboard_dir, "train/loss")
     head = sum(loss[s] for s in range(1, 6)) / 5
     tail = sum(loss[s] for s in range(STEPS - 4, STEPS + 1)) / 5
     assert tail < head - 0.2, (head, tail)
 
-    reloaded = base_plus_adapter(recipe, checkpoint.step_dir(run.checkpoints_dir, STEPS) / "adapter")
-    assert validation_loss(reloaded, run, recipe, world_size=2) == pytest.approx(done["eval_loss"], abs=1e-5)
+    reloaded = base_plus_adapter(recipe, checkpoint.step_dir(run_dir.checkpoints_dir, STEPS) / "adapter")
+    assert validation_loss(reloaded, run_dir, recipe, world_size=2) == pytest.approx(done["eval_loss"], abs=1e-5)

@@ -43,7 +43,7 @@ def tiny_recipe(**train_fields: Any) -> Recipe:
 def context(root: Path, recipe: Recipe, restart: int = 0) -> StageContext:
     dist = DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, node_rank=0,
                    master_addr="127.0.0.1", master_port=29500, job_id="test")
-    return StageContext(run=RunDir(root), recipe=recipe, plan={}, stage="train", index=0, item={"key": "train"},
+    return StageContext(run_dir=RunDir(root), recipe=recipe, plan={}, stage="train", index=0, item={"key": "train"},
                         dist=dist, restart_count=restart)
 
 
@@ -65,7 +65,7 @@ def usr2_handler():
 
 def test_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
     recipe = tiny_recipe()
-    whole = train.run(context(tmp_path / "whole", recipe))
+    whole = train.run_stage(context(tmp_path / "whole", recipe))
     assert whole["steps"] == 10
 
     ctx = context(tmp_path / "split", recipe)
@@ -81,14 +81,14 @@ def test_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
 
     ctx.should_stop = usr2_after_step_5
     with pytest.raises(RequeueRequested):
-        train.run(ctx)
-    run = RunDir(tmp_path / "split")
-    assert checkpoint.saved_steps(run.checkpoints_dir) == [3, 4, 5]
-    resumed = train.run(context(tmp_path / "split", recipe, restart=1))
+        train.run_stage(ctx)
+    run_dir = RunDir(tmp_path / "split")
+    assert checkpoint.saved_steps(run_dir.checkpoints_dir) == [3, 4, 5]
+    resumed = train.run_stage(context(tmp_path / "split", recipe, restart=1))
 
     assert resumed["steps"] == 10 and resumed["restarts"] == 1
     loss_whole = tb_scalars(RunDir(tmp_path / "whole").tensorboard_dir, "train/loss")
-    loss_split = tb_scalars(run.tensorboard_dir, "train/loss")
+    loss_split = tb_scalars(run_dir.tensorboard_dir, "train/loss")
     assert sorted(loss_split) == list(range(1, 11))
     assert [loss_split[s] for s in range(1, 11)] == pytest.approx([loss_whole[s] for s in range(1, 11)], abs=1e-6)
     assert resumed["eval_loss"] == pytest.approx(whole["eval_loss"], abs=1e-6)
@@ -99,7 +99,7 @@ def test_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
     assert loss_whole[10] < loss_whole[1]
     for tag in ("train/lr", "train/grad_norm", "train/tokens_per_s", "train/effective_tokens_per_s",
                 "train_task_loss/codegen", "eval/loss"):
-        assert tb_scalars(run.tensorboard_dir, tag), tag
+        assert tb_scalars(run_dir.tensorboard_dir, tag), tag
 
 
 def test_time_budget_saves_and_requeues(tmp_path: Path) -> None:
@@ -107,19 +107,19 @@ def test_time_budget_saves_and_requeues(tmp_path: Path) -> None:
     ctx = context(tmp_path, recipe)
     ctx.deadline = 0.0  # long past: stop at the first step boundary
     with pytest.raises(RequeueRequested):
-        train.run(ctx)
-    run = RunDir(tmp_path)
-    assert checkpoint.saved_steps(run.checkpoints_dir) == [1]
-    state = checkpoint.read_state(run.checkpoints_dir / "step_1")
+        train.run_stage(ctx)
+    run_dir = RunDir(tmp_path)
+    assert checkpoint.saved_steps(run_dir.checkpoints_dir) == [1]
+    state = checkpoint.read_state(run_dir.checkpoints_dir / "step_1")
     assert (state.step, state.epoch, state.batch_in_epoch) == (1, 0, 2)  # two micro-batches per step
-    assert (run.checkpoints_dir / "step_1" / "adapter" / "adapter_config.json").is_file()
-    assert train.run(context(tmp_path, recipe, restart=1))["steps"] == 4
+    assert (run_dir.checkpoints_dir / "step_1" / "adapter" / "adapter_config.json").is_file()
+    assert train.run_stage(context(tmp_path, recipe, restart=1))["steps"] == 4
 
 
 def test_early_stopping_ends_the_run_with_a_final_checkpoint(tmp_path: Path) -> None:
     recipe = tiny_recipe(max_steps=20, learning_rate=1.0, min_lr=1.0, num_warmup_steps=0, gradient_accumulation_steps=1,
                          evaluation_steps=1, checkpointing_steps=100, early_stopping={"enabled": True, "patience": 2})
-    result = train.run(context(tmp_path, recipe))  # lr 1.0 makes the validation loss climb
+    result = train.run_stage(context(tmp_path, recipe))  # lr 1.0 makes the validation loss climb
     assert result["stopped_early"] and result["steps"] < 20
     state = checkpoint.read_state(Path(result["checkpoint"]))
     assert state.stall == 2 and state.best_step < result["steps"]
@@ -132,8 +132,8 @@ def test_coba_weights_train_and_resume(tmp_path: Path) -> None:
     ctx = context(tmp_path, recipe)
     ctx.deadline = 0.0
     with pytest.raises(RequeueRequested):
-        train.run(ctx)
-    result = train.run(context(tmp_path, recipe, restart=1))
+        train.run_stage(ctx)
+    result = train.run_stage(context(tmp_path, recipe, restart=1))
     coba = checkpoint.read_state(Path(result["checkpoint"])).coba
     assert result["steps"] == 6 and len(coba["history"]) == 6 and len(coba["task_slopes"]) == 4  # weights of steps 2..5
     assert sum(coba["weights"]) == pytest.approx(1.0)

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from jobs.training import checkpoint
-from jobs.training.localrun import prepare_run_dir, start_ranks, wait_all
+from local_ranks import prepare_run_dir, start_ranks
 from launcher.recipe import Recipe
 from test_train_resume import TINY_MFT, tb_scalars
 
@@ -52,7 +52,7 @@ def wait_for_text(path: Path, text: str, procs, timeout_s: float) -> None:
     raise AssertionError(f"'{text}' did not appear in {path}:\n{path.read_text(errors='replace')[-3000:] if path.is_file() else ''}")
 
 
-def validation_loss(model: torch.nn.Module, run, recipe: Recipe, world_size: int) -> float:
+def validation_loss(model: torch.nn.Module, run_dir, recipe: Recipe, world_size: int) -> float:
     """The validation loss as the trainer defines it (mean over all ranks' batches), computed
     here, in one process, with `model`."""
     from jobs.mft.batching import EpochLoader, model_inputs
@@ -63,7 +63,7 @@ def validation_loss(model: torch.nn.Module, run, recipe: Recipe, world_size: int
 
     train = recipe.stages.train
     tokenizer = load_tokenizer(recipe.model, resolve_model_path(recipe.model.path))
-    data = load_mft_data(train, tokenizer, run.data_cache_dir)
+    data = load_mft_data(train, tokenizer, run_dir.data_cache_dir)
     weights = torch.tensor(data.task_weights)
     losses = []
     model.eval()
@@ -91,21 +91,21 @@ def base_plus_adapter(recipe: Recipe, adapter_dir: Path) -> torch.nn.Module:
 @pytest.mark.slow
 def test_zero3_lora_two_ranks(tmp_path: Path) -> None:
     recipe = zero3_recipe()
-    run = prepare_run_dir(tmp_path / "run", recipe)
+    run_dir = prepare_run_dir(tmp_path / "run", recipe)
 
-    first = start_ranks(run.root, 2, free_port(), log_dir=tmp_path)
-    wait_for_text(tmp_path / "train-rank0-attempt0.log", "[train] step 4/", first, timeout_s=240)
-    first[1].send_signal(signal.SIGUSR2)  # one rank only: the all-reduced flag must stop both
-    assert wait_all(first, timeout_s=120) == [75, 75]
-    stopped = checkpoint.saved_steps(run.checkpoints_dir)
+    first = start_ranks(run_dir, 2, free_port(), log_dir=tmp_path)
+    wait_for_text(tmp_path / "train-rank0-attempt0.log", "[train] step 4/", first.processes, timeout_s=240)
+    first.processes[1].send_signal(signal.SIGUSR2)  # one rank only: the all-reduced flag must stop both
+    assert first.wait(timeout_s=120) == [75, 75]
+    stopped = checkpoint.saved_steps(run_dir.checkpoints_dir)
     assert len(stopped) == 1 and 4 <= stopped[0] < STEPS
 
-    second = start_ranks(run.root, 2, free_port(), restart=1, log_dir=tmp_path)
-    codes = wait_all(second, timeout_s=240)
+    second = start_ranks(run_dir, 2, free_port(), restart=1, log_dir=tmp_path)
+    codes = second.wait(timeout_s=240)
     log0 = (tmp_path / "train-rank0-attempt1.log").read_text(errors="replace")
     assert codes == [0, 0], log0[-3000:]
     assert f"resumed from step_{stopped[0]}" in log0
-    done = run.done_record("train", 0)
+    done = run_dir.done_record("train", 0)
     assert done["steps"] == STEPS and done["restarts"] == 1
 
     # ZeRO-3 really shards: each rank holds about half of the parameters
@@ -114,12 +114,12 @@ def test_zero3_lora_two_ranks(tmp_path: Path) -> None:
     assert all(0.45 * total <= n <= 0.55 * total for n in per_rank)
 
     # it learns
-    loss = tb_scalars(run.tensorboard_dir, "train/loss")
+    loss = tb_scalars(run_dir.tensorboard_dir, "train/loss")
     assert sorted(loss) == list(range(1, STEPS + 1))
     head = sum(loss[s] for s in range(1, 6)) / 5
     tail = sum(loss[s] for s in range(STEPS - 4, STEPS + 1)) / 5
     assert tail < head - 0.2, (head, tail)
 
     # the saved adapter is the trained one (not an empty ZeRO-3 shard)
-    reloaded = base_plus_adapter(recipe, checkpoint.step_dir(run.checkpoints_dir, STEPS) / "adapter")
-    assert validation_loss(reloaded, run, recipe, world_size=2) == pytest.approx(done["eval_loss"], abs=1e-5)
+    reloaded = base_plus_adapter(recipe, checkpoint.step_dir(run_dir.checkpoints_dir, STEPS) / "adapter")
+    assert validation_loss(reloaded, run_dir, recipe, world_size=2) == pytest.approx(done["eval_loss"], abs=1e-5)

@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from jobs.benchmarks import postprocess as pp
-from jobs.benchmarks import prompts as pr
+from jobs.code_benchmarks import postprocess as pp
+from jobs.code_benchmarks import prompts as pr
 from jobs.context import RequeueRequested
 from jobs.generation.progress import Progress, partial_filename, progress_fingerprint
 from jobs.generation.rows import Row, RowResult, batches, sort_rows

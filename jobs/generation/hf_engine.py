@@ -4,7 +4,7 @@ Rows of a batch are left-padded with an attention mask; HF derives position ids 
 a batched greedy row equals the same prompt generated alone (tests/test_generate.py checks it).
 Each row stops on its own (`RowStopper`): at an eos token (the tokenizer's, the model's generation
 config's, and every eos string of the format and the recipe's `eos:` that is one token), at its
-token budget, or once its new text is finished by `jobs.benchmarks.postprocess.is_finished` —
+token budget, or once its new text is finished by `jobs.code_benchmarks.postprocess.is_finished` —
 which by construction never changes the post-processed program.
 
 Decoding parameters the recipe does not set (e.g. `repetition_penalty`) come from the model's own

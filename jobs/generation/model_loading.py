@@ -4,7 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from jobs.benchmarks import prompts as pr
+from jobs.code_benchmarks import prompts as pr
 from jobs.generation.hf_engine import HFEngine
 from jobs.generation.vllm_engine import VLLMEngine
 from jobs.tiny_model import resolve_model_path
@@ -17,7 +17,7 @@ def _has_tokenizer(path: Path) -> bool:
     return any((path / name).is_file() for name in TOKENIZER_FILES)
 
 
-def pick_model(recipe: Any, run: Any) -> tuple[Path, Path]:
+def pick_model(recipe: Any, run_dir: Any) -> tuple[Path, Path]:
     """(model dir, tokenizer dir) of the generate stage: stages.generate.model_path, else the
     merged model when the recipe merges, else model.path; the tokenizer comes from the model dir
     when it has one, else model.tokenizer_path."""
@@ -25,7 +25,7 @@ def pick_model(recipe: Any, run: Any) -> tuple[Path, Path]:
     if stage.model_path:
         model = resolve_model_path(stage.model_path)
     elif recipe.stages.merge is not None:
-        model = Path(run.merged_dir)
+        model = Path(run_dir.merged_dir)
     else:
         model = resolve_model_path(recipe.model.path)
     tokenizer = model

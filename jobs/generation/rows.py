@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
 
-#: Whether a row's decoded new text is complete (`jobs.benchmarks.postprocess.is_finished`).
+#: Whether a row's decoded new text is complete (`jobs.code_benchmarks.postprocess.is_finished`).
 FinishedFn = Callable[[str], bool]
 
 

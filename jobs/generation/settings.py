@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any, Optional
+from launcher.contract import ENV_GEN_COMPILE, ENV_GEN_STATIC_CACHE
 
 #: Recipe precision names to torch dtype names.
 DTYPES = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
@@ -47,8 +48,8 @@ def settings_from_stage(stage: Any, environ: Optional[dict[str, str]] = None) ->
     """Settings of a recipe's generate stage. MFTLAUNCH_GEN_STATIC_CACHE=1 and
     MFTLAUNCH_GEN_COMPILE=1 turn the speed levers on for plan items without editing the recipe."""
     env = os.environ if environ is None else environ
-    static = stage.static_cache or env.get("MFTLAUNCH_GEN_STATIC_CACHE", "") == "1"
-    compiled = stage.compile or env.get("MFTLAUNCH_GEN_COMPILE", "") == "1"
+    static = stage.static_cache or env.get(ENV_GEN_STATIC_CACHE, "") == "1"
+    compiled = stage.compile or env.get(ENV_GEN_COMPILE, "") == "1"
     return DecodeSettings(
         greedy=stage.greedy, n_samples=stage.n_samples, temperature=stage.temperature, top_p=stage.top_p,
         max_length=stage.max_length, max_new_tokens=stage.max_new_tokens, batch_size=stage.batch_size,

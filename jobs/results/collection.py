@@ -15,8 +15,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
-from jobs.benchmarks import suite
-from jobs.benchmarks.data import expected_size, shard_key
+from launcher import contract
+from jobs.code_benchmarks.data import expected_size
+from launcher.contract import shard_key
 from launcher.rundir import RunDir, read_json
 
 METRICS_RE = re.compile(r"^metrics_([a-z0-9-]+)_(.+)\.json$")
@@ -27,7 +28,7 @@ class IncompleteResults(Exception):
     """Some asked-for task is missing or failed. The message names them; exit code 1."""
 
 
-class CollectError(Exception):
+class ResultsError(Exception):
     """The input cannot be collected at all (nothing found, ambiguous model, bad zip)."""
 
 
@@ -72,14 +73,14 @@ class Collection:
 
     @property
     def competition_complete(self) -> bool:
-        return all(t in self.tasks and self.tasks[t].status == "ok" for t in suite.COMPETITION_SUITE)
+        return all(t in self.tasks and self.tasks[t].status == "ok" for t in contract.COMPETITION_SUITE)
 
     @property
     def mean(self) -> Optional[float]:
         """Unweighted mean pass@1 of the 13 competition tasks; None unless all 13 are sound."""
         if not self.competition_complete:
             return None
-        values = [self.tasks[t].pass_at_1 for t in suite.COMPETITION_SUITE]
+        values = [self.tasks[t].pass_at_1 for t in contract.COMPETITION_SUITE]
         return sum(values) / len(values)  # type: ignore[arg-type]
 
     @property
@@ -88,7 +89,7 @@ class Collection:
         return result.pass_at_1 if result else None
 
     def ordered(self) -> list[TaskResult]:
-        names = [t for t in suite.ALL_BENCHMARKS if t in self.tasks]
+        names = [t for t in contract.ALL_BENCHMARKS if t in self.tasks]
         return [self.tasks[t] for t in names]
 
     def problem_summary(self) -> str:
@@ -109,7 +110,7 @@ class Collection:
             "tasks": {r.task: asdict(r) for r in self.ordered()},
             # the shape of MFTCoder's leaderboard grouping, for tools that read it
             "results": [{"task": t, "pass@1": self.tasks[t].pass_at_1}
-                        for t in suite.COMPETITION_SUITE if t in self.tasks],
+                        for t in contract.COMPETITION_SUITE if t in self.tasks],
             "average": mean,
         }
 
@@ -146,18 +147,18 @@ def read_task_metrics(task: str, path: Optional[Path], limit: Optional[int] = No
     return result
 
 
-def _element_errors(run: RunDir, stage: str, benchmark: str) -> list[str]:
+def _element_errors(run_dir: RunDir, stage: str, benchmark: str) -> list[str]:
     """One-line reasons of failed elements of `stage` for `benchmark`, from the run's state."""
     try:
-        plan = read_json(run.plan_file)
+        plan = read_json(run_dir.plan_file)
         job = next(j for j in plan["jobs"] if j["stage"] == stage)
     except (OSError, ValueError, KeyError, StopIteration):
         return []
     out = []
     for index, item in enumerate(job.get("items", [])):
-        if item.get("benchmark") != benchmark or run.is_done(stage, index):
+        if item.get("benchmark") != benchmark or run_dir.is_done(stage, index):
             continue
-        state_path = run.element_state(stage, index)
+        state_path = run_dir.element_state(stage, index)
         state = read_json(state_path) if state_path.is_file() else {}
         what = state.get("state", "not run")
         error = state.get("error")
@@ -165,35 +166,35 @@ def _element_errors(run: RunDir, stage: str, benchmark: str) -> list[str]:
     return out
 
 
-def _shard_files(run: RunDir, benchmark: str, model: str, num_shards: int) -> list[Path]:
+def _shard_files(run_dir: RunDir, benchmark: str, model: str, num_shards: int) -> list[Path]:
     """Generation files of `benchmark`, shards in order (the keys the planner gave them).
     Empty when a shard's file is missing (the zip step then names the task)."""
-    paths = [run.generations_file(shard_key(benchmark, s, num_shards), benchmark, model)
+    paths = [run_dir.generations_file(shard_key(benchmark, s, num_shards), benchmark, model)
              for s in range(num_shards)]
     return paths if all(p.is_file() for p in paths) else []
 
 
-def collect_run(run_dir: str | Path) -> Collection:
+def gather_run_results(run_dir: str | Path) -> Collection:
     """Collect a run directory: the recipe says which tasks, which model and which limit."""
     from launcher.recipe import load_recipe
 
-    run = RunDir(Path(run_dir))
-    recipe = load_recipe(run.recipe_file)
+    run_dir = RunDir(Path(run_dir))
+    recipe = load_recipe(run_dir.recipe_file)
     model = recipe.model.model_name
     required = list(recipe.benchmarks)
     tasks: dict[str, TaskResult] = {}
     for task in required:
-        path = run.metrics_file(task, model)
+        path = run_dir.metrics_file(task, model)
         result = read_task_metrics(task, path, recipe.limit)
         if result.status == "missing":
-            reasons = _element_errors(run, "evaluate", task) + _element_errors(run, "generate", task)
+            reasons = _element_errors(run_dir, "evaluate", task) + _element_errors(run_dir, "generate", task)
             if reasons:
                 result.reason += "; " + "; ".join(reasons)
         tasks[task] = result
     shards = recipe.stages.generate.shards if recipe.stages.generate else {}
-    gen_files = {t: _shard_files(run, t, model, shards.get(t, 1)) for t in suite.COMPETITION_SUITE if t in required}
+    gen_files = {t: _shard_files(run_dir, t, model, shards.get(t, 1)) for t in contract.COMPETITION_SUITE if t in required}
     return Collection(model=model, tasks=tasks, required=required, limited=recipe.limit is not None,
-                      generation_files=gen_files, source=str(run.root))
+                      generation_files=gen_files, source=str(run_dir.root))
 
 
 def _scan(paths: Iterable[Path], pattern: re.Pattern) -> list[tuple[str, str, Path]]:
@@ -203,40 +204,40 @@ def _scan(paths: Iterable[Path], pattern: re.Pattern) -> list[tuple[str, str, Pa
         candidates = [path] if path.is_file() else sorted(path.rglob("*.json")) if path.is_dir() else []
         for candidate in candidates:
             match = pattern.match(candidate.name)
-            if match and match.group(1) in suite.ALL_BENCHMARKS:
+            if match and match.group(1) in contract.ALL_BENCHMARKS:
                 out.append((match.group(1), match.group(2), candidate))
     return out
 
 
-def collect_files(sources: Sequence[str | Path], model: Optional[str] = None) -> Collection:
+def gather_file_results(sources: Sequence[str | Path], model: Optional[str] = None) -> Collection:
     """Collect loose metrics files / directories of them. All 13 competition tasks are required;
     HumanEval is reported when present. Generation files found under the same directories
     (e.g. the reference's `generations_<model>/`) feed the zip."""
     paths = [Path(p) for p in sources]
     missing_paths = [str(p) for p in paths if not p.exists()]
     if missing_paths:
-        raise CollectError(f"not found: {', '.join(missing_paths)}")
+        raise ResultsError(f"not found: {', '.join(missing_paths)}")
     found = _scan(paths, METRICS_RE)
     models = sorted({m for _t, m, _p in found})
     if model is None:
         if not models:
-            raise CollectError(f"no metrics_<task>_<model>.json files under {', '.join(map(str, paths))}")
+            raise ResultsError(f"no metrics_<task>_<model>.json files under {', '.join(map(str, paths))}")
         if len(models) > 1:
-            raise CollectError(f"metrics of several models ({', '.join(models)}): pick one with --model")
+            raise ResultsError(f"metrics of several models ({', '.join(models)}): pick one with --model")
         model = models[0]
     by_task: dict[str, Path] = {}
     for task, file_model, path in found:
         if file_model != model:
             continue
         if task in by_task and by_task[task] != path:
-            raise CollectError(f"two metrics files for {task}: {by_task[task]} and {path}")
+            raise ResultsError(f"two metrics files for {task}: {by_task[task]} and {path}")
         by_task[task] = path
-    required = list(suite.COMPETITION_SUITE) + [t for t in suite.EXTRA_BENCHMARKS if t in by_task]
+    required = list(contract.COMPETITION_SUITE) + [t for t in contract.EXTRA_BENCHMARKS if t in by_task]
     tasks = {t: read_task_metrics(t, by_task.get(t)) for t in required}
     limited = any(r.limit is not None for r in tasks.values())
     gen_files: dict[str, list[Path]] = {}
     for task, file_model, path in _scan(paths, GENERATIONS_RE):
-        if file_model == model and task in suite.COMPETITION_SUITE:
+        if file_model == model and task in contract.COMPETITION_SUITE:
             gen_files.setdefault(task, []).append(path)
     gen_files = {t: (files if len(files) == 1 else []) for t, files in gen_files.items()}
     return Collection(model=model, tasks=tasks, required=required, limited=limited,
@@ -248,17 +249,17 @@ def is_run_dir(path: str | Path) -> bool:
     return Path(path).is_dir() and RunDir(Path(path)).recipe_file.is_file()
 
 
-def collect(*sources: str | Path, model: Optional[str] = None) -> Collection:
+def gather_results(*sources: str | Path, model: Optional[str] = None) -> Collection:
     """A run directory, or metrics files / directories. Never raises for missing tasks: look at
     `.complete` / `.problems` (or call `require_complete`)."""
     if not sources:
-        raise CollectError("nothing to collect: give a run directory or metrics files")
+        raise ResultsError("nothing to collect: give a run directory or metrics files")
     if len(sources) == 1 and is_run_dir(sources[0]):
-        collection = collect_run(sources[0])
+        collection = gather_run_results(sources[0])
         if model is not None and model != collection.model:
-            raise CollectError(f"{sources[0]} is a run of model {collection.model}, not {model}")
+            raise ResultsError(f"{sources[0]} is a run of model {collection.model}, not {model}")
         return collection
-    return collect_files(sources, model)
+    return gather_file_results(sources, model)
 
 
 def require_complete(collection: Collection) -> None:

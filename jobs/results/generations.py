@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jobs.benchmarks.data import shard_key, shard_range
-from launcher.rundir import generations_name
+from jobs.code_benchmarks.data import shard_range
+from launcher.contract import shard_key
 
 
 class GenerationsError(Exception):
@@ -31,13 +31,13 @@ def load_generations(path: Path) -> list[list[str]]:
     return data
 
 
-def merge_shards(run: Any, benchmark: str, model_name: str, num_shards: int, num_problems: int) -> tuple[list[list[str]], list[str]]:
+def merge_shards(run_dir: Any, benchmark: str, model_name: str, num_shards: int, num_problems: int) -> tuple[list[list[str]], list[str]]:
     """Concatenate the generations of every shard of `benchmark` in shard order (each shard holds
     `shard_range` of the problems). Returns the merged list and the files read."""
     merged: list[list[str]] = []
     files: list[str] = []
     for shard in range(num_shards):
-        path = run.generate_dir(shard_key(benchmark, shard, num_shards)) / generations_name(benchmark, model_name)
+        path = run_dir.generations_file(shard_key(benchmark, shard, num_shards), benchmark, model_name)
         part = load_generations(path)
         want = len(shard_range(num_problems, shard, num_shards))
         if len(part) != want:

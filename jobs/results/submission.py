@@ -11,33 +11,33 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from jobs.benchmarks import suite
-from jobs.benchmarks.data import full_size
-from jobs.results.collection import Collection, CollectError
+from launcher import contract
+from jobs.code_benchmarks.data import full_size
+from jobs.results.collection import Collection, ResultsError
 from launcher.rundir import generations_name, submission_folder
 
 def _load_generations_list(path: Path) -> list:
     data = json.loads(path.read_text(encoding="utf-8"))
     if not isinstance(data, list):
-        raise CollectError(f"{path}: not a JSON list")
+        raise ResultsError(f"{path}: not a JSON list")
     return data
 
 
 def missing_generations(collection: Collection) -> list[str]:
     """Competition tasks without a complete set of generation files (no zip can be built)."""
-    return [t for t in suite.COMPETITION_SUITE if not collection.generation_files.get(t)]
+    return [t for t in contract.COMPETITION_SUITE if not collection.generation_files.get(t)]
 
 
 def submission_entries(collection: Collection) -> dict[str, bytes]:
     """{archive name: JSON bytes} of the 13 competition generation files (shards merged)."""
     if collection.limited:
-        raise CollectError("a limited run gets no submission zip (it lacks problems)")
+        raise ResultsError("a limited run gets no submission zip (it lacks problems)")
     top = submission_folder(collection.model)
     entries: dict[str, bytes] = {}
     absent = missing_generations(collection)
     if absent:
-        raise CollectError(f"no (complete) generation files for: {', '.join(absent)}")
-    for task in suite.COMPETITION_SUITE:
+        raise ResultsError(f"no (complete) generation files for: {', '.join(absent)}")
+    for task in contract.COMPETITION_SUITE:
         merged: list = []
         for path in collection.generation_files[task]:
             merged.extend(_load_generations_list(path))
@@ -50,24 +50,24 @@ def validate_submission(zip_path: Path, model: str) -> None:
     """The competition's rules: one top folder `generations_<model>/`, exactly the 13 files with
     the exact names, each a list (full problem count) of non-empty lists of strings."""
     top = submission_folder(model) + "/"
-    want = {top + generations_name(t, model): t for t in suite.COMPETITION_SUITE}
+    want = {top + generations_name(t, model): t for t in contract.COMPETITION_SUITE}
     with zipfile.ZipFile(zip_path) as archive:
         names = [n for n in archive.namelist() if n != top]
         if sorted(names) != sorted(want):
             extra = sorted(set(names) - set(want))
             lacking = sorted(set(want) - set(names))
-            raise CollectError(f"{zip_path}: wrong entries (unexpected {extra}, missing {lacking})")
+            raise ResultsError(f"{zip_path}: wrong entries (unexpected {extra}, missing {lacking})")
         for name, task in want.items():
             try:
                 data = json.loads(archive.read(name).decode("utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise CollectError(f"{zip_path}:{name}: not valid JSON ({exc})") from None
+                raise ResultsError(f"{zip_path}:{name}: not valid JSON ({exc})") from None
             if not isinstance(data, list) or len(data) != full_size(task):
                 got = len(data) if isinstance(data, list) else type(data).__name__
-                raise CollectError(f"{zip_path}:{name}: {got} problems, {task} has {full_size(task)}")
+                raise ResultsError(f"{zip_path}:{name}: {got} problems, {task} has {full_size(task)}")
             for index, samples in enumerate(data):
                 if not (isinstance(samples, list) and samples and all(isinstance(s, str) for s in samples)):
-                    raise CollectError(f"{zip_path}:{name}: problem {index} is not a non-empty list of strings")
+                    raise ResultsError(f"{zip_path}:{name}: problem {index} is not a non-empty list of strings")
 
 
 def write_submission_zip(collection: Collection, out_path: Path) -> Path:

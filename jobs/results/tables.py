@@ -9,7 +9,7 @@ import io
 import json
 from typing import Any, Optional
 
-from jobs.benchmarks import suite
+from launcher import contract
 from jobs.results.collection import Collection, TaskResult
 
 def _fmt(value: Optional[float]) -> str:
@@ -20,16 +20,16 @@ def _rows(collection: Collection) -> list[list[str]]:
     """task, pass@1, problems, status, note — competition tasks, the mean, then the extras."""
     rows = []
     for result in collection.ordered():
-        if result.task not in suite.COMPETITION_SUITE:
+        if result.task not in contract.COMPETITION_SUITE:
             continue
         rows.append(_row(result))
     mean = collection.mean
-    done = sum(1 for t in suite.COMPETITION_SUITE if t in collection.tasks and collection.tasks[t].status == "ok")
+    done = sum(1 for t in contract.COMPETITION_SUITE if t in collection.tasks and collection.tasks[t].status == "ok")
     note = "limited" if collection.limited and mean is not None else (
-        "" if mean is not None else f"n/a: {done} of {len(suite.COMPETITION_SUITE)} competition tasks")
-    rows.append([f"mean ({len(suite.COMPETITION_SUITE)} tasks)", _fmt(mean), "", "ok" if mean is not None else "n/a", note])
+        "" if mean is not None else f"n/a: {done} of {len(contract.COMPETITION_SUITE)} competition tasks")
+    rows.append([f"mean ({len(contract.COMPETITION_SUITE)} tasks)", _fmt(mean), "", "ok" if mean is not None else "n/a", note])
     for result in collection.ordered():
-        if result.task not in suite.COMPETITION_SUITE:
+        if result.task not in contract.COMPETITION_SUITE:
             rows.append(_row(result))
     return rows
 

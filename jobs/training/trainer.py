@@ -47,7 +47,7 @@ class Trainer:
         self.train = ctx.recipe.stages.train
         self.rank = ctx.dist.rank
         self.is_main = ctx.dist.is_main
-        self.checkpoints = ctx.run.checkpoints_dir
+        self.checkpoints = ctx.run_dir.checkpoints_dir
         self.last_step_s = 0.0
         self.last_save_s = 0.0
 
@@ -60,7 +60,7 @@ class Trainer:
         self.model_dir = resolve_model_path(self.model_spec.path)
         self.tokenizer = load_tokenizer(self.model_spec, self.model_dir)
         self.data: MftData = load_mft_data(
-            train, self.tokenizer, self.ctx.run.data_cache_dir, rank=self.rank,
+            train, self.tokenizer, self.ctx.run_dir.data_cache_dir, rank=self.rank,
             timeout_s=train.distributed.init_timeout_s,
         )
         world = self.ctx.dist.world_size
@@ -87,7 +87,7 @@ class Trainer:
         self.coba = (CobaBalancer(len(self.data.task_names), train.coba, self.data.task_weights)
                      if train.weighted_loss_mode == "coba" else None)
         self.state = self._resume()
-        self.logger = Logger(self.data.task_names, self.ctx.run.tensorboard_dir, self.is_main, self.total_steps,
+        self.logger = Logger(self.data.task_names, self.ctx.run_dir.tensorboard_dir, self.is_main, self.total_steps,
                              self.state.step)
 
     def _resume(self) -> TrainerState:

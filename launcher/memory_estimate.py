@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from launcher.contract import builtin_model_dir, is_builtin_model
 from launcher.recipe import TrainStage
 
 GIB = 1024**3
@@ -231,10 +232,8 @@ def load_model_config(model_path: str) -> Optional[dict[str, Any]]:
     """config.json of a recipe's model path as plain JSON: a HF directory, a config file, or a
     `builtin:` model's config in the repository. None when it cannot be found from here (a path
     that only exists on the compute nodes): the caller then skips the estimate."""
-    from jobs.tiny_model import BUILTIN_MODELS, BUILTIN_PREFIX
-
-    if model_path.startswith(BUILTIN_PREFIX):
-        folder = BUILTIN_MODELS.get(model_path[len(BUILTIN_PREFIX):])
+    if is_builtin_model(model_path):
+        folder = builtin_model_dir(model_path)
         candidate = folder / "config.json" if folder else None
     else:
         path = Path(model_path).expanduser()

@@ -1,7 +1,7 @@
 """Ceiling check: reference solutions through the real assembly and the real sandbox.
 
-    python -m eval_sandbox.ceiling                      # fixed sample (CI): >= 20 problems per benchmark
-    python -m eval_sandbox.ceiling --full --out ceiling.json [--workers 2]
+    python -m jobs.code_benchmarks.ceiling                      # fixed sample (CI): >= 20 problems per benchmark
+    python -m jobs.code_benchmarks.ceiling --full --out ceiling.json [--workers 2]
 
 Sets:
   synthesize          humanevalsynthesize-<lang>, ``prompt + canonical_solution``: must pass
@@ -13,8 +13,9 @@ Sets:
 Known exceptions (problems that cannot reach the expected outcome, with the reason) are in
 KNOWN below, problems whose reference solution is nondeterministic in FLAKY; anything else that misses is reported as unexpected and makes the exit status 1.
 The sample always includes every named exception. The benchmark data comes from
-``--data`` (default: $MFTLAUNCH_DATA_DIR, else ../shared/data next to the repository).
-Uses ``jobs.benchmarks.assembly`` (a tool, not a library dependency of the sandbox).
+``--data`` (default: jobs/code_benchmarks/data.py:default_data_dir).
+It lives on the compute side because it needs both halves: the benchmarks' program assembly
+and the sandbox.
 """
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import toolchain
-from .api import execute_many
+from eval_sandbox import toolchain
+from eval_sandbox.api import execute_many
+from jobs.code_benchmarks import assembly as A
+from jobs.code_benchmarks.data import resolve_data_dir
 
 LANGS = ("python", "js", "java", "cpp", "go", "rust")
 FILE_LANG = {"python": "python", "js": "js", "java": "java", "cpp": "cpp", "go": "go", "rust": "rust"}
 
-#: Problems named in the research notes or found by the full run; always in the sample.
+#: Problems with a known quirk (see KNOWN and FLAKY) or a dependency worth exercising; always in the sample.
 NAMED = {
     "python": [142],                 # the 2024 fix of Python/142's declaration
     "js": [162],                     # needs npm js-md5
@@ -77,17 +80,6 @@ def _conditional_known() -> dict[tuple[str, str], str]:
     return out
 
 
-def default_data_dir() -> Path:
-    env = os.environ.get("MFTLAUNCH_DATA_DIR")
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parent.parent
-    for cand in (repo.parent / "shared" / "data", repo / "shared" / "data"):
-        if cand.is_dir():
-            return cand
-    return repo.parent / "shared" / "data"
-
-
 def _read_jsonl(path: Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -106,8 +98,6 @@ def sample_indices(n: int, k: int, named: list[int]) -> list[int]:
 
 def build_jobs(data_dir: Path, sets: list[str], full: bool, per_set: int, languages=LANGS):
     """[(set, benchmark, task_id, expect, language, program)]"""
-    from jobs.benchmarks import assembly as A
-
     jobs = []
     for lang in languages:
         rows = _read_jsonl(data_dir / "humanevalpack" / f"{FILE_LANG[lang]}.jsonl")
@@ -141,7 +131,7 @@ def build_jobs(data_dir: Path, sets: list[str], full: bool, per_set: int, langua
 
 def run(data_dir: Path | None = None, *, full: bool = False, workers: int = 2, sets: list[str] | None = None,
         per_set: int = 20, backend: str = "auto", languages=LANGS, log=print) -> dict:
-    data_dir = Path(data_dir or default_data_dir())
+    data_dir = resolve_data_dir(data_dir)
     if sets is None:
         sets = ["synthesize", "fixtests-buggy", "mbpp"] + (["fixtests-canonical", "humaneval"] if full else [])
     jobs = build_jobs(data_dir, sets, full, per_set, languages)
@@ -217,7 +207,7 @@ def _count(it) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m eval_sandbox.ceiling", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m jobs.code_benchmarks.ceiling", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--full", action="store_true", help="every problem of every set (default: a fixed sample)")
     ap.add_argument("--workers", type=int, default=2)

@@ -1,6 +1,6 @@
 """`mftlaunch data fetch`: download the benchmark data and check it against pinned sha256 sums.
 
-The files and sums are those of ../shared/data/SOURCES.md: HumanEvalPack from
+The files and sums (FILES below) are the pinned benchmark data: HumanEvalPack from
 bigcode-project/octopack at commit e17a8f6 (MIT; the copy with the 2024 Python/142 fix) and the
 full MBPP jsonl from google-research (CC-BY-4.0). A file whose sum differs is refused and not
 written, so a data dir holds either the pinned bytes or nothing; every write is atomic.

@@ -2,8 +2,7 @@
 
 Reproduces what the reference harness (bigcode-evaluation-harness ``humanevalpack.py``
 ``process_results``, ``mbpp.py``, ``humaneval.py``, and the ``code_eval`` metric that joins
-``candidate + "\\n" + reference``) does before execution; see
-shared/reference/evaluation.md section 5. Written from that description, not copied.
+``candidate + "\\n" + reference``) does before execution; docs/EVALUATION.md states each rule.
 
 ``program`` is what generations files hold: the prompt base + completion after
 post-processing (e.g. ``doc["prompt"].rstrip() + completion`` for humanevalsynthesize).

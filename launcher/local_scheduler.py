@@ -17,18 +17,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import yaml
-
-from jobs.context import REQUEUE_EXIT_CODE
-from jobs.distributed import port_for_job
-from jobs.run import required_upstream
+from launcher.contract import (ENV_LOCAL_JOB_ID, ENV_RESTART_COUNT, ENV_START_TIME, REQUEUE_EXIT_CODE,
+                               required_upstream)
 from launcher.rundir import RunDir, atomic_write_json, read_json
 
 _children: set[subprocess.Popen] = set()
 
 
 def _forward(signum: int, _frame: Any) -> None:
-    """USR2 to the scheduler reaches every running rank, as Slurm's --signal does."""
+    """USR2 to the scheduler reaches every running element (whose rank spawner passes it to
+    every rank), as Slurm's --signal does."""
     for child in list(_children):
         try:
             child.send_signal(signum)
@@ -36,63 +34,56 @@ def _forward(signum: int, _frame: Any) -> None:
             pass
 
 
-def _run_element(run: RunDir, job: dict[str, Any], index: int, job_id: str, max_parallel_cpus: int) -> int:
-    tasks = job["resources"]["tasks_per_node"]
-    log_path = run.logs_dir / f"{job['name']}_{job_id}_{index}.out"
+def _element_command(run_dir: RunDir, job: dict[str, Any], index: int) -> list[str]:
+    """What srun would start on a cluster: every rank of the element, through the one rank
+    spawner (jobs/distributed.py), each running the one entry point (jobs/run.py)."""
+    return [sys.executable, "-u", "-m", "jobs.distributed", "--ranks", str(job["resources"]["tasks_per_node"]), "--",
+            sys.executable, "-u", "-m", "jobs.run", job["stage"], str(run_dir.root), str(index)]
+
+
+def _run_element(run_dir: RunDir, job: dict[str, Any], index: int, job_id: str, max_parallel_cpus: int) -> int:
+    log_path = run_dir.element_log(job["name"], job_id, index)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     restarts = 0
     start = time.time()
     while True:
-        element_id = f"{job_id}_{index}"
         env = dict(os.environ)
         env.update({
-            "MFTLAUNCH_LOCAL_JOB_ID": element_id,
-            "MFTLAUNCH_RESTART_COUNT": str(restarts),
-            "MFTLAUNCH_START_TIME": str(start),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port_for_job(element_id + str(restarts))),
-            "WORLD_SIZE": str(tasks),
-            "LOCAL_WORLD_SIZE": str(tasks),
+            ENV_LOCAL_JOB_ID: f"{job_id}_{index}",
+            ENV_RESTART_COUNT: str(restarts),
+            ENV_START_TIME: str(start),
             "PYTHONUNBUFFERED": "1",
         })
         if job["resources"].get("cpus_per_task"):
             threads = str(min(job["resources"]["cpus_per_task"], max_parallel_cpus))
             env.setdefault("OMP_NUM_THREADS", threads)
         with open(log_path, "ab") as log:
-            procs = []
-            for rank in range(tasks):
-                rank_env = {**env, "RANK": str(rank), "LOCAL_RANK": str(rank), "NODE_RANK": "0"}
-                proc = subprocess.Popen(
-                    [sys.executable, "-u", "-m", "jobs.run", job["stage"], str(run.root), str(index)],
-                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=rank_env,
-                )
-                procs.append(proc)
-                _children.add(proc)
-            codes = []
-            for proc in procs:
-                codes.append(proc.wait())
-                _children.discard(proc)
-        code = next((c for c in codes if c != 0), 0)
+            proc = subprocess.Popen(_element_command(run_dir, job, index), stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env)
+            _children.add(proc)
+            code = proc.wait()
+            _children.discard(proc)
         if code == REQUEUE_EXIT_CODE and restarts < job["resources"]["max_restarts"]:
             restarts += 1
             continue
         if code != 0:
-            state = run.read_state(job["stage"], index)
+            state = run_dir.read_state(job["stage"], index)
             if state.get("state") != "FAILED":
-                run.update_state(job["stage"], index, state="FAILED", exit_code=code, ended=time.time(),
-                           error=state.get("error") or f"exit code {code}")
+                run_dir.update_state(job["stage"], index, state="FAILED", exit_code=code, ended=time.time(),
+                                     error=state.get("error") or f"exit code {code}")
         return code
 
 
-def _blocked(run: RunDir, plan: dict[str, Any], job: dict[str, Any], index: int) -> bool:
+def _blocked(run_dir: RunDir, plan: dict[str, Any], job: dict[str, Any], index: int) -> bool:
     if job.get("dependency_type") == "afterany":
         return False
-    return any(not run.is_done(s, i) for s, i, _ in required_upstream(plan, job["stage"], index))
+    return any(not run_dir.is_done(s, i) for s, i, _ in required_upstream(plan, job["stage"], index))
 
 
-def run_plan(run: RunDir) -> int:
-    plan = read_json(run.plan_file)
-    profile = yaml.safe_load(run.profile_file.read_text(encoding="utf-8")) or {}
-    only_file = run.root / "local_only.json"
+def run_plan(run_dir: RunDir) -> int:
+    plan = read_json(run_dir.plan_file)
+    profile = run_dir.read_profile()
+    only_file = run_dir.local_selection_file
     only = read_json(only_file) if only_file.is_file() else None
     parallel = int(profile.get("max_parallel", 2))
     cpus = max(1, (os.cpu_count() or 1) // parallel)
@@ -104,30 +95,30 @@ def run_plan(run: RunDir) -> int:
     }
     for job in plan["jobs"]:
         for index in selected[job["stage"]]:
-            run.update_state(job["stage"], index, state="PENDING", job_id=f"{job_id}_{index}", restarts=0)
+            run_dir.update_state(job["stage"], index, state="PENDING", job_id=f"{job_id}_{index}", restarts=0)
     failures = 0
     for job in plan["jobs"]:
         runnable = []
         for index in selected[job["stage"]]:
-            if _blocked(run, plan, job, index):
-                run.update_state(job["stage"], index, state="CANCELLED", reason="DependencyNeverSatisfied")
+            if _blocked(run_dir, plan, job, index):
+                run_dir.update_state(job["stage"], index, state="CANCELLED", reason="DependencyNeverSatisfied")
                 failures += 1
             else:
                 runnable.append(index)
         workers = 1 if not job["is_array"] else parallel
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            codes = list(pool.map(lambda i: _run_element(run, job, i, job_id, cpus), runnable))
+            codes = list(pool.map(lambda i: _run_element(run_dir, job, i, job_id, cpus), runnable))
         failures += sum(1 for c in codes if c != 0)
     only_file.unlink(missing_ok=True)
     return 1 if failures else 0
 
 
 def main() -> int:
-    run = RunDir(sys.argv[1])
-    code = run_plan(run)
-    manifest = read_json(run.manifest_file)
+    run_dir = RunDir(sys.argv[1])
+    code = run_plan(run_dir)
+    manifest = read_json(run_dir.manifest_file)
     manifest["local_exit_code"] = code
-    atomic_write_json(run.manifest_file, manifest)
+    atomic_write_json(run_dir.manifest_file, manifest)
     return code
 
 

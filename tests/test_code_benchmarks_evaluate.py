@@ -12,7 +12,8 @@ from types import SimpleNamespace
 import pytest
 
 from jobs import evaluate
-from jobs.benchmarks.data import load_benchmark, shard_key, shard_range
+from jobs.code_benchmarks.data import load_benchmark, shard_range
+from launcher.contract import shard_key
 from jobs.context import RequeueRequested
 from jobs.evaluate import GenerationsError, error_class, pass_at_k, pass_at_k_summary
 from launcher.recipe import Recipe
@@ -181,9 +182,9 @@ class _Stop:
 
 
 def _ctx(tmp_path, data_dir, recipe, num_shards=1, stop=lambda: False):
-    run = RunDir(tmp_path / "run")
+    run_dir = RunDir(tmp_path / "run")
     return SimpleNamespace(
-        run=run, recipe=recipe, item={"key": "mbpp", "benchmark": "mbpp", "num_shards": num_shards},
+        run_dir=run_dir, recipe=recipe, item={"key": "mbpp", "benchmark": "mbpp", "num_shards": num_shards},
         dist=SimpleNamespace(is_main=True), data_dir=str(data_dir), should_stop=stop,
     )
 
@@ -197,28 +198,28 @@ def test_stage_merges_shards_and_writes_contract_files(tmp_path, data_dir, monke
     programs = [["PASS 0"], ["x 1"], ["PASS 2"], ["x 3"], ["x 4"]]
     for shard in range(2):
         part = [programs[i] for i in shard_range(5, shard, 2)]
-        _write(ctx.run.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.json", part)
-    counts = evaluate.run(ctx)
+        _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.json", part)
+    counts = evaluate.run_stage(ctx)
     assert counts["pass@1"] == pytest.approx(0.4)
     assert counts["problems"] == 5 and counts["passed"] == 2
-    metrics = json.loads((ctx.run.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())
+    metrics = json.loads((ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())
     assert metrics["mbpp"] == {"pass@1": pytest.approx(0.4)}
     assert metrics["config"]["model_name"] == "tiny" and metrics["config"]["prompt_format"] == "competition"
     assert len(metrics["config"]["generations"]) == 2
-    results = (ctx.run.evaluate_dir("mbpp") / "results_mbpp_tiny.jsonl").read_text().splitlines()
+    results = (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.jsonl").read_text().splitlines()
     assert [json.loads(r)["passed"] for r in results] == [True, False, True, False, False]
     assert fake.kwargs[0]["backend"] == "fake-backend"
 
 
 def test_stage_rejects_a_short_shard(tmp_path, data_dir, monkeypatch):
     ctx = _ctx(tmp_path, data_dir, _recipe(limit=5, shards={"mbpp": 2}), num_shards=2)
-    _write(ctx.run.generate_dir("mbpp-s0of2") / "generations_mbpp_tiny.json", [["a"]] * 3)
-    _write(ctx.run.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json", [["a"]] * 1)
+    _write(ctx.run_dir.generate_dir("mbpp-s0of2") / "generations_mbpp_tiny.json", [["a"]] * 3)
+    _write(ctx.run_dir.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json", [["a"]] * 1)
     with pytest.raises(GenerationsError, match="shard 1 of 2"):
-        evaluate.run(ctx)
-    (ctx.run.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json").unlink()
+        evaluate.run_stage(ctx)
+    (ctx.run_dir.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json").unlink()
     with pytest.raises(GenerationsError, match="not found"):
-        evaluate.run(ctx)
+        evaluate.run_stage(ctx)
 
 
 def test_stage_requeue_keeps_partial_results_and_resumes(tmp_path, data_dir, monkeypatch):
@@ -229,23 +230,23 @@ def test_stage_requeue_keeps_partial_results_and_resumes(tmp_path, data_dir, mon
     monkeypatch.setattr(evaluate, "CHUNK_PER_WORKER", 2)  # 1 worker → chunks of 2 programs
     recipe = _recipe(limit=5)
     ctx = _ctx(tmp_path, data_dir, recipe, stop=_Stop(after=1))
-    _write(ctx.run.generate_dir("mbpp") / "generations_mbpp_tiny.json", [["PASS"], ["x"], ["PASS"], ["x"], ["PASS"]])
+    _write(ctx.run_dir.generate_dir("mbpp") / "generations_mbpp_tiny.json", [["PASS"], ["x"], ["PASS"], ["x"], ["PASS"]])
     with pytest.raises(RequeueRequested):
-        evaluate.run(ctx)
+        evaluate.run_stage(ctx)
     assert fake.calls == [2]
-    assert not (ctx.run.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").exists()
-    assert (ctx.run.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").is_file()
+    assert not (ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").exists()
+    assert (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").is_file()
     ctx2 = _ctx(tmp_path, data_dir, recipe)
-    counts = evaluate.run(ctx2)
+    counts = evaluate.run_stage(ctx2)
     assert fake.calls == [2, 2, 1]  # the first two programs did not run again
     assert counts["pass@1"] == pytest.approx(0.6)
-    assert not (ctx.run.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").exists()
+    assert not (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").exists()
 
 
 def test_stage_on_other_ranks_does_nothing(tmp_path, data_dir):
     ctx = _ctx(tmp_path, data_dir, _recipe())
     ctx.dist.is_main = False
-    assert evaluate.run(ctx) == {}
+    assert evaluate.run_stage(ctx) == {}
 
 
 # ----- end to end through the real sandbox
@@ -258,7 +259,7 @@ def _canonical(benchmark: str, row: dict) -> str:
 
 
 def _buggy(benchmark: str, row: dict) -> str:
-    from jobs.benchmarks.prompts import prompt_base
+    from jobs.code_benchmarks.prompts import prompt_base
 
     return prompt_base(benchmark, row) + row["buggy_solution"]
 
@@ -288,7 +289,7 @@ REAL = [
 @pytest.mark.sandbox
 @pytest.mark.parametrize("benchmark,language", REAL)
 def test_end_to_end_canonical_passes_buggy_fails(tmp_path, data_dir, benchmark, language):
-    pytest.importorskip("jobs.benchmarks.assembly")
+    pytest.importorskip("jobs.code_benchmarks.assembly")
     import eval_sandbox
 
     if not _toolchain_ok(language):

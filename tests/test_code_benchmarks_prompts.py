@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.benchmarks import prompts, suite
-from jobs.benchmarks.data import load_benchmark
-from jobs.benchmarks.prompts import PromptFormat, build_prompt, task_prompt
+from jobs.code_benchmarks import prompts
+from launcher import contract
+from jobs.code_benchmarks.data import load_benchmark
+from jobs.code_benchmarks.prompts import PromptFormat, build_prompt, task_prompt
 
 # A small synthetic HumanEvalPack row: every field the prompts use, short enough to write out.
 PACK_ROW = {
@@ -178,7 +179,7 @@ def test_real_humaneval_2(data_dir):
     )
 
 
-@pytest.mark.parametrize("benchmark", suite.ALL_BENCHMARKS)
+@pytest.mark.parametrize("benchmark", contract.ALL_BENCHMARKS)
 @pytest.mark.parametrize("fmt", ["instruct", "competition", "chatml", "codefuse"])
 def test_every_prompt_holds_the_task_prompt_once(data_dir, benchmark, fmt):
     for row in load_benchmark(benchmark, data_dir, limit=3).problems:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.training import memory
+from launcher import memory_estimate as memory
 from launcher.recipe import TrainStage
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,6 +76,6 @@ def test_model_config_lookup(tmp_path: Path) -> None:
 
 
 def test_memory_module_imports_no_torch() -> None:
-    code = "import sys, jobs.training.memory as m; m.load_model_config('builtin:tiny-llama'); print('torch' in sys.modules)"
+    code = "import sys, launcher.memory_estimate as m; m.load_model_config('builtin:tiny-llama'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from jobs.benchmarks import suite
+from launcher import contract
+from launcher.contract import ENV_DATA_DIR
 
 #: Number of problems of each benchmark family in the full data; the collector checks it.
 HUMANEVALPACK_SIZE = 164
@@ -39,8 +41,8 @@ class DataError(Exception):
 
 def split_benchmark(benchmark: str) -> tuple[str, Optional[str]]:
     """'humanevalfixtests-go' → ('humanevalfixtests', 'go'); 'mbpp' → ('mbpp', None)."""
-    if benchmark not in suite.ALL_BENCHMARKS:
-        raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(suite.ALL_BENCHMARKS)}")
+    if benchmark not in contract.ALL_BENCHMARKS:
+        raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(contract.ALL_BENCHMARKS)}")
     if "-" in benchmark:
         family, lang = benchmark.split("-", 1)
         return family, lang
@@ -92,8 +94,20 @@ class BenchmarkData:
         return len(self.problems)
 
 
+def default_data_dir() -> Optional[Path]:
+    """Where benchmark data is read from when nothing names a directory: $MFTLAUNCH_DATA_DIR,
+    else the pinned copy beside this checkout (../shared/data). The one definition of the default."""
+    if os.environ.get(ENV_DATA_DIR):
+        return Path(os.environ[ENV_DATA_DIR]).expanduser()
+    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
+    return beside if beside.is_dir() else None
+
+
 def resolve_data_dir(data_dir: Optional[str | Path]) -> Path:
+    """The directory named (recipe, --data-dir, plan.json), else the default."""
     if data_dir is None or str(data_dir) == "":
+        data_dir = default_data_dir()
+    if data_dir is None:
         raise DataError(
             "no benchmark data directory: set `data_dir:` in the recipe, pass --data-dir, or set "
             "MFTLAUNCH_DATA_DIR (download the data with `mftlaunch data fetch --dest DIR`)"
@@ -155,7 +169,3 @@ def shard_range(num_problems: int, shard: int, num_shards: int) -> range:
     stop = start + base + (1 if shard < extra else 0)
     return range(start, stop)
 
-
-def shard_key(benchmark: str, shard: int, num_shards: int) -> str:
-    """Plan-item key of a generation shard (docs/CONTRACTS.md): 'mbpp' or 'mbpp-s0of2'."""
-    return benchmark if num_shards == 1 else f"{benchmark}-s{shard}of{num_shards}"

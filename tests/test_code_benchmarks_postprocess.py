@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from jobs.benchmarks.data import load_benchmark
-from jobs.benchmarks.postprocess import cut_at_first, is_finished, pick_code_block, postprocess, remove_last_block
-from jobs.benchmarks.prompts import PromptFormat
+from jobs.code_benchmarks.data import load_benchmark
+from jobs.code_benchmarks.postprocess import cut_at_first, is_finished, pick_code_block, postprocess, remove_last_block
+from jobs.code_benchmarks.prompts import PromptFormat
 
 PY = {
     "prompt": 'def add(a, b):\n    """Add two numbers."""\n',

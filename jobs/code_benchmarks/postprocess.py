@@ -25,8 +25,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Sequence
 
-from jobs.benchmarks.data import split_benchmark
-from jobs.benchmarks.prompts import (
+from jobs.code_benchmarks.data import split_benchmark
+from jobs.code_benchmarks.prompts import (
     FormatLike,
     PromptFormat,
     eos_strings,

@@ -23,16 +23,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-from jobs.benchmarks.data import split_benchmark
+from jobs.code_benchmarks.data import split_benchmark
+from launcher.contract import PROMPT_FORMATS
 from jobs.mft.templates import CHATML, CODEFUSE
 
-FORMATS = ("instruct", "competition", "chatml", "codefuse", "custom")
 
 # Role markers come from the chat templates training uses (jobs/mft/templates.py), so a model is
 # prompted with exactly the markers it was fine-tuned on.
 CHATML_SYSTEM = CHATML.system_prefix + "{system}" + CHATML.system_suffix
 CHATML_USER = CHATML.human_prefix
-CHATML_END = CHATML.human_suffix
 #: The competition fork's MBPP suffix: no newline after `assistant` (the model writes it).
 COMPETITION_MBPP_SUFFIX = CHATML.human_suffix + CHATML.bot_prefix.rstrip("\n")
 #: The usual ChatML generation prompt (what a chat template adds), used by `chatml`.
@@ -72,8 +71,8 @@ class PromptFormat:
     eos: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.name not in FORMATS:
-            raise ValueError(f"unknown prompt format {self.name!r}; known: {', '.join(FORMATS)}")
+        if self.name not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt format {self.name!r}; known: {', '.join(PROMPT_FORMATS)}")
         if self.name != "custom" and (self.prefix or self.suffix or self.system):
             raise ValueError("prefix/suffix/system are used with the custom prompt format only")
         object.__setattr__(self, "eos", tuple(self.eos))

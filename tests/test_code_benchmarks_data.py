@@ -6,22 +6,22 @@ import shutil
 
 import pytest
 
-from jobs.benchmarks import suite
-from jobs.benchmarks.data import (
+from launcher import contract
+from launcher.contract import shard_key
+from jobs.code_benchmarks.data import (
     DataError,
     expected_size,
     language_of,
     load_benchmark,
     relative_data_file,
-    shard_key,
     shard_range,
 )
-from jobs.data_fetch import FILES
+from launcher.data_fetch import FILES
 
 PINNED = {f.relpath: f.sha256 for f in FILES}
 
 
-@pytest.mark.parametrize("benchmark", suite.ALL_BENCHMARKS)
+@pytest.mark.parametrize("benchmark", contract.ALL_BENCHMARKS)
 def test_full_sizes_and_pinned_sha(data_dir, benchmark):
     data = load_benchmark(benchmark, data_dir)
     assert len(data) == (500 if benchmark == "mbpp" else 164)
@@ -51,7 +51,11 @@ def test_missing_file_names_it_and_the_fetch_command(tmp_path):
     assert "mftlaunch data fetch" in message
 
 
-def test_no_data_dir():
+def test_no_data_dir(monkeypatch):
+    from jobs.code_benchmarks import data
+
+    monkeypatch.delenv("MFTLAUNCH_DATA_DIR", raising=False)
+    monkeypatch.setattr(data, "default_data_dir", lambda: None)
     with pytest.raises(DataError, match="MFTLAUNCH_DATA_DIR"):
         load_benchmark("mbpp", None)
 

@@ -5,8 +5,7 @@ a handler taking the parsed args and returning the exit code. Handlers import th
 module only when they run, so `mftlaunch --help` stays fast and the launcher never pulls in
 anything heavy (none of these modules imports torch anyway).
 
-Default data dir: --data-dir, else $MFTLAUNCH_DATA_DIR, else `../shared/data` beside the checkout
-when it exists.
+Data directory: --data-dir, else the compute side's default (jobs/code_benchmarks/data.py).
 """
 from __future__ import annotations
 
@@ -16,13 +15,12 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from launcher.plan import DEFAULT_DATA_ENV as DATA_ENV, default_data_dir
-
-FORMAT_CHOICES = ("instruct", "competition", "chatml", "codefuse", "custom")
+from launcher.contract import ENV_DATA_DIR, PROMPT_FORMATS
 
 
 def _data_dir(args: argparse.Namespace) -> Optional[str]:
-    return args.data_dir or default_data_dir()
+    """--data-dir; None lets jobs/code_benchmarks/data.py choose the default."""
+    return args.data_dir
 
 
 def _err(message: str) -> None:
@@ -36,7 +34,7 @@ def _write_json(path: str, data: Any) -> None:
 
 
 def _prompt_format(args: argparse.Namespace) -> Any:
-    from jobs.benchmarks.prompts import PromptFormat
+    from jobs.code_benchmarks.prompts import PromptFormat
 
     return PromptFormat(name=args.format, prefix=args.prefix, suffix=args.suffix, system=args.system,
                         eos=tuple(args.eos or ()))
@@ -48,8 +46,8 @@ def _prompt_format(args: argparse.Namespace) -> Any:
 
 def cmd_prompts(args: argparse.Namespace) -> int:
     """Exact prompt strings of a benchmark, dataset order, as a JSON list (no model needed)."""
-    from jobs.benchmarks.data import DataError, load_benchmark
-    from jobs.benchmarks.prompts import build_prompts
+    from jobs.code_benchmarks.data import DataError, load_benchmark
+    from jobs.code_benchmarks.prompts import build_prompts
 
     try:
         fmt = _prompt_format(args)
@@ -64,8 +62,8 @@ def cmd_prompts(args: argparse.Namespace) -> int:
 
 def cmd_postprocess(args: argparse.Namespace) -> int:
     """Programs the generation job would save for given completions."""
-    from jobs.benchmarks.data import DataError, load_benchmark
-    from jobs.benchmarks.postprocess import postprocess
+    from jobs.code_benchmarks.data import DataError, load_benchmark
+    from jobs.code_benchmarks.postprocess import postprocess
 
     try:
         fmt = _prompt_format(args)
@@ -96,7 +94,7 @@ def cmd_postprocess(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Score a generations file; metrics JSON + per-sample results JSONL."""
-    from jobs.benchmarks.data import DataError
+    from jobs.code_benchmarks.data import DataError
     from jobs.evaluate import GenerationsError, SandboxError, evaluate_file
 
     try:
@@ -112,11 +110,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_collect(args: argparse.Namespace) -> int:
     """Table of a run's (or a metrics folder's) results; exit 1 when a task is missing/failed."""
-    from jobs.collect import CollectError, collect, print_table, render, write_outputs
+    from jobs.collect import ResultsError, gather_results, print_table, render, write_outputs
 
     try:
-        collection = collect(*args.sources, model=args.model)
-    except CollectError as exc:
+        collection = gather_results(*args.sources, model=args.model)
+    except ResultsError as exc:
         _err(str(exc))
         return 1
     if args.format == "table":
@@ -126,7 +124,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     if args.out:
         try:
             written = write_outputs(collection, args.out)
-        except CollectError as exc:
+        except ResultsError as exc:
             _err(str(exc))
             return 1
         print(f"wrote {', '.join(written['tables'])}" + (f", {written['zip']}" if written.get("zip") else
@@ -142,7 +140,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
     Hugging Face model snapshot (config, tokenizer, safetensors weights) into DEST/models/ for
     compute nodes without internet. HF_TOKEN (private / gated repos) and HF_ENDPOINT (a Hub mirror)
     are read from the environment."""
-    from jobs.data_fetch import FetchError, fetch, fetch_model
+    from launcher.data_fetch import FetchError, fetch, fetch_model
 
     if args.model is None and (args.revision is not None or args.allow_pickle):
         _err("--revision and --allow-pickle go with --model REPO_ID")
@@ -164,7 +162,7 @@ def cmd_data_fetch(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from jobs.benchmarks.data import DataError
+    from jobs.code_benchmarks.data import DataError
     from jobs.generate import generate_standalone
 
     try:
@@ -190,11 +188,11 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None,
-                        help=f"benchmark data (default: ${DATA_ENV}, else ../shared/data beside the checkout)")
+                        help=f"benchmark data (default: ${ENV_DATA_DIR}, else the default copy)")
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", default="competition", choices=FORMAT_CHOICES,
+    parser.add_argument("--format", default="competition", choices=PROMPT_FORMATS,
                         help="prompt format (default: competition)")
     parser.add_argument("--prefix", default="", help="custom format: text before the prompt")
     parser.add_argument("--suffix", default="", help="custom format: text after the prompt")
@@ -204,7 +202,7 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def _task_choices() -> list[str]:
-    from jobs.benchmarks.suite import ALL_BENCHMARKS
+    from launcher.contract import ALL_BENCHMARKS
 
     return list(ALL_BENCHMARKS)
 
