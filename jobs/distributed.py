@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,23 +25,87 @@ from launcher.contract import (ENV_LOCAL_JOB_ID, ENV_MASTER_ADDR_MODE, ENV_NET_I
 PORT_RANGE = (20000, 60000)
 
 
-def expand_nodelist(nodelist: str) -> list[str]:
-    """Expand Slurm's compressed host list: 'gpu[01-03,7],cpu1' → gpu01 gpu02 gpu03 gpu7 cpu1."""
-    hosts: list[str] = []
-    for part in re.findall(r"[^,\[]+(?:\[[^\]]*\])?[^,]*", nodelist):
-        match = re.match(r"^(.*?)\[([^\]]*)\](.*)$", part)
-        if not match:
-            hosts.append(part)
+def _split_outside_brackets(text: str) -> list[str]:
+    """Split a host list on the commas that are not inside a bracket group."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "[":
+            depth += 1
+            if depth > 1:
+                raise ValueError(f"nested '[' in host list {text!r}")
+        elif char == "]":
+            depth -= 1
+            if depth < 0:
+                raise ValueError(f"unmatched ']' in host list {text!r}")
+        if char == "," and depth == 0:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    if depth:
+        raise ValueError(f"unclosed '[' in host list {text!r}")
+    parts.append("".join(current))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _expand_bracket(group: str, text: str) -> list[str]:
+    """'01-03,7' → 01 02 03 7: the width of a range is the width of its lower bound."""
+    values: list[str] = []
+    for item in group.split(","):
+        item = item.strip()
+        lo, sep, hi = item.partition("-")
+        if not lo.isdigit() or (sep and not hi.isdigit()):
+            raise ValueError(f"bad range {item!r} in host list {text!r}")
+        if not sep:
+            values.append(lo)
             continue
-        prefix, ranges, suffix = match.groups()
-        for rng in ranges.split(","):
-            if "-" in rng:
-                lo, hi = rng.split("-", 1)
-                width = len(lo)
-                hosts.extend(f"{prefix}{i:0{width}d}{suffix}" for i in range(int(lo), int(hi) + 1))
-            else:
-                hosts.append(f"{prefix}{rng}{suffix}")
+        if int(hi) < int(lo):
+            raise ValueError(f"descending range {item!r} in host list {text!r}")
+        values.extend(f"{i:0{len(lo)}d}" for i in range(int(lo), int(hi) + 1))
+    return values
+
+
+def _expand_host_pattern(pattern: str, text: str) -> list[str]:
+    """One comma-free pattern with any number of bracket groups: 'r[1-2]-n[01-02]' → 4 hosts,
+    the leftmost group varying slowest (Slurm's order)."""
+    hosts = [""]
+    for literal, group in re.findall(r"([^\[\]]*)(?:\[([^\]]*)\])?", pattern):
+        choices = _expand_bracket(group, text) if group else [""]
+        hosts = [h + literal + c for h in hosts for c in choices]
     return hosts
+
+
+def parse_hostlist(nodelist: str) -> list[str]:
+    """Slurm's compressed host list grammar without Slurm: comma lists of patterns, each with any
+    number of bracket groups of numbers and zero-padded ranges ('gpu[01-03,7],r[1-2]-n[01-02]').
+    Raises ValueError on a malformed list."""
+    hosts: list[str] = []
+    for pattern in _split_outside_brackets(nodelist):
+        hosts.extend(_expand_host_pattern(pattern, nodelist))
+    return hosts
+
+
+def _scontrol_hostnames(nodelist: str) -> list[str] | None:
+    """`scontrol show hostnames`, the reference expansion, or None where it cannot answer."""
+    if shutil.which("scontrol") is None:
+        return None
+    try:
+        proc = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
+                              timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    hosts = proc.stdout.split()
+    if proc.returncode != 0 or proc.stderr.strip() or not hosts:
+        return None
+    return hosts
+
+
+def expand_nodelist(nodelist: str) -> list[str]:
+    """Every host of a Slurm host list, in Slurm's order: `scontrol show hostnames` where it
+    answers (a compute node always has it), else parse_hostlist."""
+    if not nodelist.strip():
+        return []
+    return _scontrol_hostnames(nodelist) or parse_hostlist(nodelist)
 
 
 def port_for_job(job_id: str) -> int:
