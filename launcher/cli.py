@@ -55,6 +55,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     out = RunDir(args.out) if args.out else None
     print(f"plan for {loaded.recipe.name} on profile '{loaded.profile.name}':")
     _print_plan(loaded.plan)
+    if not loaded.profile.is_local:
+        _print_kept_sbatch_defaults()
     if out is None:
         return 0
     atomic_write_json(out.plan_file, loaded.plan.to_dict())
@@ -66,6 +68,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
             if args.test_only:
                 print(f"    sbatch --test-only: {slurm.sbatch(path, test_only=True)}")
     return 0
+
+
+def _print_kept_sbatch_defaults() -> None:
+    from launcher.inherited_env import kept_sbatch_defaults
+
+    kept = kept_sbatch_defaults()
+    if kept:
+        print("  kept from your environment (sbatch lets them override the scripts' #SBATCH lines): "
+              + " ".join(f"{k}={v}" for k, v in kept.items()))
 
 
 def cmd_submit(args: argparse.Namespace) -> int:

@@ -1,17 +1,12 @@
 """Thin, checked wrappers around Slurm's commands. Every call fails loudly on a non-zero exit."""
 from __future__ import annotations
 
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional
 
-# Variables a job inherits that would confuse an sbatch issued from inside it (it would inherit the
-# enclosing job's allocation and array settings),
-# except SLURM_CONF, which says which cluster to talk to.
-_STRIP_PREFIXES = ("SLURM_", "SBATCH_", "SRUN_", "PMIX_", "PMI_")
-_STRIP_NAMES = {"MASTER_ADDR", "MASTER_PORT", "RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK"}
+from launcher.inherited_env import clean_env
 
 #: Slurm states after which a job will not run again by itself. PREEMPTED/REQUEUED are not final.
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
@@ -19,14 +14,6 @@ FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", 
 
 class SlurmError(RuntimeError):
     pass
-
-
-def clean_env(environ: Optional[dict[str, str]] = None) -> dict[str, str]:
-    env = dict(os.environ if environ is None else environ)
-    for key in list(env):
-        if (key.startswith(_STRIP_PREFIXES) and key != "SLURM_CONF") or key in _STRIP_NAMES:
-            del env[key]
-    return env
 
 
 def call(cmd: list[str], env: Optional[dict[str, str]] = None, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from launcher import slurm
+from launcher.inherited_env import kept_sbatch_defaults
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fakes live beside the tests
 from launcher_fakes import FakeSlurm  # noqa: E402
 
@@ -67,35 +68,48 @@ def test_missing_sbatch_is_a_clear_error(tmp_path, monkeypatch, script):
         slurm.sbatch(script)
 
 
-def test_clean_env_strips_job_variables_but_keeps_slurm_conf():
+def test_clean_env_strips_job_variables_but_keeps_slurm_conf_and_user_defaults():
     env = {
         "PATH": "/bin", "HOME": "/home/u", "HF_TOKEN": "x",
-        "SLURM_CONF": "/etc/slurm/other.conf",
-        "SLURM_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "3", "SLURM_CPUS_PER_TASK": "4", "SLURM_MEM_PER_CPU": "1",
-        "SBATCH_PARTITION": "gpu", "SRUN_CPUS_PER_TASK": "4", "PMIX_RANK": "0", "PMI_SIZE": "2",
+        "SLURM_CONF": "/etc/slurm/other.conf", "SLURM_TIME_FORMAT": "relative",
+        "SLURM_JOB_ID": "77", "SLURM_JOBID": "77", "SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_JOB_ID": "70",
+        "SLURM_STEP_ID": "0", "SLURM_CPUS_PER_TASK": "4", "SLURM_MEM_PER_CPU": "1", "SLURM_NTASKS": "2",
+        "SLURM_NODELIST": "n1", "SLURM_SUBMIT_DIR": "/home/u", "SLURMD_NODENAME": "n1",
+        "SBATCH_ACCOUNT": "proj42", "SBATCH_QOS": "high", "SBATCH_PARTITION": "gpu",
+        "SBATCH_MEM_BIND": "local", "SBATCH_MEM_BIND_TYPE": "local",
+        "SRUN_CPUS_PER_TASK": "4", "PMIX_RANK": "0", "PMI_SIZE": "2",
         "MASTER_ADDR": "n1", "MASTER_PORT": "29500", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0",
         "LOCAL_WORLD_SIZE": "2", "NODE_RANK": "0", "MY_SLURM_NOTE": "kept",
     }
     assert slurm.clean_env(env) == {
         "PATH": "/bin", "HOME": "/home/u", "HF_TOKEN": "x", "SLURM_CONF": "/etc/slurm/other.conf",
-        "MY_SLURM_NOTE": "kept",
+        "SLURM_TIME_FORMAT": "relative", "MY_SLURM_NOTE": "kept",
+        "SBATCH_ACCOUNT": "proj42", "SBATCH_QOS": "high", "SBATCH_PARTITION": "gpu",
     }
     assert env["SLURM_JOB_ID"] == "77"  # the caller's dict is not modified
+    assert kept_sbatch_defaults(env) == {"SBATCH_ACCOUNT": "proj42", "SBATCH_PARTITION": "gpu", "SBATCH_QOS": "high"}
+
+
+def test_outside_a_job_a_users_mem_bind_default_is_kept():
+    env = {"PATH": "/bin", "SBATCH_MEM_BIND": "local"}
+    assert slurm.clean_env(env) == env
 
 
 def test_sbatch_runs_in_the_clean_environment(fake, script, monkeypatch):
     """An sbatch issued from inside a job (e.g. a resume from an allocation) must not inherit the
-    job's SLURM_*/SBATCH_* variables, but must still reach the cluster SLURM_CONF names."""
+    job's SLURM_* variables, but must still reach the cluster SLURM_CONF names and keep the user's
+    SBATCH_* defaults."""
     monkeypatch.setenv("FAKE_SBATCH_RECORD_ENV", "1")
     monkeypatch.setenv("SLURM_CONF", "/etc/slurm-test/slurm.conf")
     monkeypatch.setenv("SLURM_JOB_ID", "555")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "550")
-    monkeypatch.setenv("SBATCH_ACCOUNT", "wrong")
+    monkeypatch.setenv("SBATCH_ACCOUNT", "proj42")
     monkeypatch.setenv("MASTER_PORT", "12345")
     slurm.sbatch(script)
     env = fake.calls("sbatch")[0]["env"]
     assert env["SLURM_CONF"] == "/etc/slurm-test/slurm.conf"
-    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SBATCH_ACCOUNT", "MASTER_PORT"):
+    assert env["SBATCH_ACCOUNT"] == "proj42"
+    for name in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "MASTER_PORT"):
         assert name not in env, name
     assert env["PATH"] == os.environ["PATH"]
 
