@@ -16,19 +16,26 @@ from launcher.recipe import Recipe
 from launcher.rundir import RunDir
 
 class RequeueRequested(Exception):
-    """Raised by a stage after it saved its state in answer to USR2 / an ending time budget."""
+    """Raised by a stage after it saved its state in answer to USR2 / TERM / an ending time budget."""
+
+
+#: Signals that mean "save now and stop": USR2 (Slurm's `--signal=B:USR2@grace`, forwarded by the
+#: batch script) and TERM (preemption with PreemptMode=REQUEUE sends SIGCONT + SIGTERM to every
+#: task, then SIGKILL after GraceTime; `scancel --signal=TERM`). SIGCONT needs no handler.
+STOP_SIGNALS = (signal.SIGUSR2, signal.SIGTERM)
 
 
 @dataclass
 class StopSignal:
-    """Set by SIGUSR2 (Slurm's `--signal`, or the batch script forwarding it). Stages poll it at
-    safe points (between steps / batches), save, then raise RequeueRequested."""
+    """Set by any of STOP_SIGNALS. Stages poll it at safe points (between steps / batches), save
+    collectively, then raise RequeueRequested: the same path for a time limit and a preemption."""
 
     requested: bool = False
     reason: str = ""
 
     def install(self) -> None:
-        signal.signal(signal.SIGUSR2, self._handle)
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = True
@@ -50,7 +57,7 @@ class StageContext:
     profile: dict[str, Any] = field(default_factory=dict)
 
     def should_stop(self) -> bool:
-        """True when the stage should save and hand back: USR2 arrived or the time budget ran out."""
+        """True when the stage should save and hand back: USR2 or TERM arrived, or the time budget ran out."""
         if self.stop.requested:
             return True
         return self.deadline is not None and time.time() >= self.deadline

@@ -6,7 +6,7 @@ Body of every script (same for every stage; see docs/LAUNCHER.md):
 - `srun --kill-on-bad-exit=1` runs one task per GPU (or one per node on CPU), each task running
   `python -m jobs.run STAGE RUN_DIR INDEX` — so every rank gets Slurm's signals itself;
 - the batch shell traps USR2 (Slurm's `--signal=B:USR2@grace`, or `scancel --signal=USR2 --batch`)
-  and passes it to the ranks; a job that saved and exited 75 is requeued with `scontrol requeue`
+  and TERM, and passes them to the ranks as USR2 (a preemption's SIGTERM reaches the ranks directly); a job that saved and exited 75 is requeued with `scontrol requeue`
   until the restart cap, and `--open-mode=append` keeps every attempt's output.
 
 Scripts carry no dependency and no job ids: those go on the sbatch command line, so the same
@@ -123,9 +123,10 @@ def _body(job: PlannedJob, task_command: str, offset: int) -> str:
     return "\n".join(
         [
             f"index=$(( ${{SLURM_ARRAY_TASK_ID:-0}} + {offset} ))",
-            "# pass USR2 on to the ranks: they save at the next safe point and exit "
-            f"{REQUEUE_EXIT_CODE}",
-            "trap 'kill -USR2 \"$step\" 2>/dev/null' USR2",
+            "# USR2 (--signal=B:USR2) or TERM (scancel --full, scontrol requeue) reaching this shell goes on to",
+            f"# the ranks as USR2; they save at the next safe point and exit {REQUEUE_EXIT_CODE}. On preemption Slurm",
+            "# sends SIGCONT+SIGTERM to the ranks themselves, which save the same way.",
+            "trap 'kill -USR2 \"$step\" 2>/dev/null' USR2 TERM",
             task_command + " &",
             "step=$!",
             "while :; do wait \"$step\"; rc=$?; kill -0 \"$step\" 2>/dev/null || break; done",
@@ -134,6 +135,8 @@ def _body(job: PlannedJob, task_command: str, offset: int) -> str:
             "    echo \"mftlaunch: state saved, requeueing job $SLURM_JOB_ID (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"
             f" of {cap})\"",
             "    scontrol requeue \"$SLURM_JOB_ID\" && exit 0",
+            "    echo \"mftlaunch: scontrol requeue refused; Slurm is ending or requeueing this job itself\" >&2",
+            f"    exit {REQUEUE_EXIT_CODE}",
             "  fi",
             f"  echo \"mftlaunch: restart cap ({cap}) reached; not requeueing\" >&2",
             "  exit 1",

@@ -1,0 +1,97 @@
+"""Preemption on the real test cluster: SIGCONT + SIGTERM to the job's tasks (what slurmctld sends
+when it preempts with PreemptMode=REQUEUE: a signal to every step, not the batch shell) mid-training
+→ the ranks save, the batch script requeues, the next attempt resumes, and the final adapter is
+identical to an uninterrupted run's."""
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from launcher.rundir import RunDir, read_json
+from test_slurm_pipeline import submit, wait_final
+from test_train_resume import TINY_MFT
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+STEPS = 40
+
+
+def _train_recipe(tmp: Path, name: str) -> Path:
+    recipe = {
+        "name": name,
+        "model": {"path": "builtin:tiny-llama", "model_name": "tiny", "dtype": "fp32"},
+        "output_root": str(tmp / "runs"),
+        "stages": {"train": {
+            "datasets": [{"path": str(TINY_MFT / n)} for n in ("codegen", "explain", "unittest")],
+            "seq_length": 64, "padding_mode": "dynamic", "validation_split": 0.1,
+            "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
+            "learning_rate": 2e-3, "min_lr": 1e-4, "num_warmup_steps": 2, "max_steps": STEPS,
+            "log_interval": 1, "evaluation_steps": 1000, "checkpointing_steps": 1000, "saving_limit": 2,
+            "lora": {"rank": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"},
+            "gradient_checkpointing": False,
+            "distributed": {"backend": "none", "zero_stage": 0, "mixed_precision": "no"},
+            "resources": {"gpus_per_node": 0, "cpus_per_task": 1, "time": "00:10:00", "max_restarts": 2},
+        }},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def _log(run: RunDir) -> str:
+    return "".join(p.read_text(errors="replace") for p in run.logs_dir.glob("*.out"))
+
+
+def preempt_after(run: RunDir, pattern: str, timeout: float = 300) -> str:
+    """Once `pattern` is in the log, signal the element's tasks as a preemption does."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if re.search(pattern, _log(run)):
+            job_id = read_json(run.element_state("train", 0))["job_id"]
+            for sig in ("CONT", "TERM"):
+                subprocess.run(["scancel", f"--signal={sig}", job_id], check=True)
+            return job_id
+        time.sleep(0.1)
+    pytest.fail(f"no {pattern!r} in {timeout}s:\n{_log(run)[-2000:]}")
+
+
+def release_when_requeued(job_id: str, run: RunDir, stage: str, timeout: float = 180) -> None:
+    """Slurm holds a requeued job for a while (BeginTime); start it again at once."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        state = run.read_state(stage, 0).get("state")
+        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
+        steps = subprocess.run(["squeue", "-h", "-s", "-j", job_id], capture_output=True, text=True).stdout.strip()
+        if state == "REQUEUED" and out == "PENDING" and not steps:
+            time.sleep(5)  # the old attempt's step cleanup must be over
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
+            return
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} was not requeued:\n{_log(run)[-3000:]}")
+
+
+def test_sigterm_mid_training_saves_requeues_and_resumes_exactly(slurm, tmp_path, capsys):
+    whole = submit(_train_recipe(tmp_path, "whole"), capsys)
+    preempted = submit(_train_recipe(tmp_path, "preempted"), capsys)
+    job_id = preempt_after(preempted, r"\[train\] step 2/")
+    release_when_requeued(job_id, preempted, "train")
+    for run in (whole, preempted):
+        rows = wait_final(run, timeout=600)
+        assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], _log(run)[-3000:]
+
+    log = _log(preempted)
+    assert "requeueing job" in log, log[-3000:]
+    stopped = re.search(r"resumed from step_(\d+)", log)
+    assert stopped and 2 <= int(stopped.group(1)) < STEPS, log[-3000:]
+    assert preempted.read_state("train", 0)["reason"].endswith("(SIGTERM)")
+    assert preempted.done_record("train", 0)["restarts"] == 1
+
+    a = load_file(str(Path(whole.done_record("train", 0)["checkpoint"]) / "trainable.safetensors"))
+    b = load_file(str(Path(preempted.done_record("train", 0)["checkpoint"]) / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
