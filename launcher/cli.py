@@ -94,31 +94,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def _wait(run_dir: RunDir, local: bool, poll_s: float = 5.0) -> int:
-    from launcher import slurm, status
+    from launcher import status
     from launcher.submit import wait_local
+    from launcher.waiting import EXIT_COMPLETED, wait_for_run
 
     if local:
         wait_local(run_dir)
-    else:
-        while True:
-            rows, _ = status.read_status(run_dir)
-            if all(r.state in slurm.FINAL_STATES for r in rows):
-                break
-            time.sleep(poll_s)
+    code, message = wait_for_run(run_dir, status.read_status, poll_s=poll_s)
     rows, warnings = status.read_status(run_dir)
     status.print_table(run_dir, rows, warnings)
     results = run_dir.results_table("md")
     if results.is_file():
         print(results.read_text(encoding="utf-8"))
-    ok = all(r.done for r in rows)
-    print(f"run {'completed' if ok else 'did not complete'}: {run_dir.root}")
-    return 0 if ok else 1
+    print(f"{message}: {run_dir.root}" + ("" if code == EXIT_COMPLETED else f" (exit {code})"))
+    return code
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from launcher import status
+    from launcher.run_dir_check import open_run_dir
 
-    run_dir = RunDir(args.run)
+    run_dir = open_run_dir(args.run)
     rows, warnings = status.read_status(run_dir)
     if args.json:
         print(json.dumps({"run_dir": str(run_dir.root), "elements": [r.to_dict() for r in rows],
@@ -130,37 +126,52 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_logs(args: argparse.Namespace) -> int:
     from launcher import logs
+    from launcher.run_dir_check import open_run_dir
 
-    run_dir = RunDir(args.run)
+    run_dir = open_run_dir(args.run, submitted=False)
     files = logs.log_files(run_dir, args.stage, args.index)
-    if not files:
-        _err(f"no logs yet under {run_dir.logs_dir}" + (f" for stage {args.stage}" if args.stage else ""))
-        return 1
     if args.follow:
         try:
-            for chunk in logs.follow(files):
+            for chunk in logs.follow(lambda: logs.log_files(run_dir, args.stage, args.index),
+                                     lambda: _selection_ended(run_dir, args.stage, args.index)):
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
         except KeyboardInterrupt:
-            return 0
+            pass
+        return 0
+    if not files:
+        _err(f"no logs yet under {run_dir.logs_dir}" + (f" for stage {args.stage}" if args.stage else ""))
+        return 1
     for path in files:
         print(f"==> {path} <==")
         sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
     return 0
 
 
+def _selection_ended(run_dir: RunDir, stage: Optional[str], index: Optional[int]) -> bool:
+    """Whether every element `logs -f` follows has reached a state it will not leave by itself."""
+    from launcher import status
+    from launcher.waiting import verdict
+
+    rows, _ = status.read_status(run_dir)
+    chosen = [r for r in rows if (stage is None or r.stage == stage) and (index is None or r.index == index)]
+    return verdict(chosen) is not None
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     from launcher.cancel import cancel
+    from launcher.run_dir_check import open_run_dir
 
-    cancelled = cancel(RunDir(args.run))
+    cancelled = cancel(open_run_dir(args.run))
     print("cancelled: " + (" ".join(cancelled) if cancelled else "nothing was running"))
     return 0
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from launcher.resume import resume
+    from launcher.run_dir_check import open_run_dir
 
-    run_dir = RunDir(args.run)
+    run_dir = open_run_dir(args.run, profile=True)
     selection = resume(run_dir)
     if not selection:
         print("nothing to resume: every element has its completion sentinel")
@@ -276,8 +287,14 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(problem, file=sys.stderr)
         print(f"mftlaunch: {len(exc.problems)} problem(s); nothing was submitted", file=sys.stderr)
         return 1
-    except RuntimeError as exc:  # SlurmError and friends: one clear line, no traceback
+    except RuntimeError as exc:  # SlurmError, RunDirError and friends: one clear line, no traceback
         _err(str(exc))
+        return 1
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        if getattr(args, "run", None) is None:
+            raise
+        # a run directory that passed the checks but has a damaged file deeper inside
+        _err(f"{args.run}: damaged run directory ({type(exc).__name__}: {exc})")
         return 1
 
 

@@ -111,7 +111,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_collect(args: argparse.Namespace) -> int:
     """Table of a run's (or a metrics folder's) results; exit 1 when a task is missing/failed."""
     from jobs.collect import ResultsError, gather_results, print_table, render, write_outputs
+    from launcher.run_dir_check import open_run_dir
 
+    for source in args.sources:  # a run directory (not a metrics folder) must be a sound one
+        if (Path(source) / "plan.json").exists() or (Path(source) / "manifest.json").exists():
+            open_run_dir(source, submitted=False)
     try:
         collection = gather_results(*args.sources, model=args.model)
     except ResultsError as exc:

@@ -63,6 +63,7 @@ class JobRow:
     node: str
     elapsed: str
     reason: str = ""
+    exit_code: str = ""  # sacct's `rc:signal`
 
 
 def squeue(job_ids: Iterable[str]) -> list[JobRow]:
@@ -85,13 +86,35 @@ def sacct(job_ids: Iterable[str], start: str) -> list[JobRow]:
     ids = sorted(set(job_ids))
     if not ids:
         return []
-    out = run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-S", start, "-o", "JobID,State,NodeList,Elapsed"])
+    out = run(["sacct", "-n", "-P", "-X", "-j", ",".join(ids), "-S", start, "-o",
+               "JobID,State,NodeList,Elapsed,ExitCode"])
     rows = []
     for line in out.splitlines():
         parts = line.split("|")
         if len(parts) >= 4:
-            rows.append(JobRow(parts[0], parts[1].split()[0], parts[2], parts[3]))
+            for job_id in expand_array_ids(parts[0]):
+                rows.append(JobRow(job_id, parts[1].split()[0], parts[2], parts[3],
+                                   exit_code=parts[4] if len(parts) > 4 else ""))
     return rows
+
+
+def expand_array_ids(job_id: str) -> list[str]:
+    """sacct keeps array elements that never started in one row, `42_[0-3,5%4]`: one id each."""
+    base, sep, spec = job_id.partition("_[")
+    if not sep:
+        return [job_id]
+    ids = []
+    for part in spec.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        if lo.isdigit() and (not hi or hi.isdigit()):
+            ids.extend(f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1))
+    return ids
+
+
+def queue_forgot(error: SlurmError) -> bool:
+    """squeue's answer when every id asked for has left slurmctld's memory (MinJobAge): the jobs
+    are known to be out of the queue, unlike a timeout or an unreachable controller."""
+    return "Invalid job id" in str(error)
 
 
 def scancel(job_ids: Iterable[str]) -> None:

@@ -10,9 +10,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from launcher import slurm
+from launcher import failure_reason, logs, slurm
+from launcher.contract import required_upstream
 from launcher.rundir import RunDir, read_json
 from launcher.submit import is_running
+
+
+#: States of an element that is still queued or running: no failure to explain yet.
+ACTIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                 "SIGNALING", "STAGE_OUT", "REQUEUE_FED", "REQUEUE_HOLD", "SPECIAL_EXIT", "STOPPED"}
 
 
 @dataclass
@@ -59,12 +65,21 @@ def _elapsed(state: dict[str, Any]) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def _incomplete_upstream(run_dir: RunDir, plan: dict[str, Any], stage: str, index: int) -> str:
+    """The first element this one needed that has no sentinel ("generate[3]"), or ""."""
+    for up_stage, up_index, _ in required_upstream(plan, stage, index):
+        if not run_dir.is_done(up_stage, up_index):
+            return f"{up_stage}[{up_index}]"
+    return ""
+
+
 def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
     """Rows plus warnings (e.g. accounting disabled)."""
     plan = read_json(run_dir.plan_file)
     manifest = read_json(run_dir.manifest_file)
     warnings: list[str] = []
     accounting = True
+    queue_known = True  # whether squeue said what is (not) in the queue
     live: dict[str, slurm.JobRow] = {}
     ids = element_job_ids(manifest, plan) if manifest.get("scheduler") == "slurm" else {}
     if ids:
@@ -72,6 +87,7 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
         try:
             live = {r.job_id: r for r in slurm.squeue(bases)}
         except slurm.SlurmError as exc:
+            queue_known = slurm.queue_forgot(exc)
             warnings.append(f"squeue: {exc}")
         missing = {i.split("_")[0] for i in ids.values() if i not in live}
         if missing:
@@ -85,12 +101,16 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
     rows = []
     for job in plan["jobs"]:
         for index, item in enumerate(job["items"]):
-            local = run_dir.read_state(job["stage"], index)
+            try:
+                local = run_dir.read_state(job["stage"], index)
+            except (OSError, ValueError):
+                local = {}
+                warnings.append(f"{run_dir.element_state(job['stage'], index)} is damaged; ignored")
             done = run_dir.is_done(job["stage"], index)
             job_id = ids.get((job["stage"], index), local.get("job_id", ""))
             row = live.get(job_id)
             state = row.state if row else (local.get("state") or ("COMPLETED" if done else "UNKNOWN"))
-            note = local.get("error", "") if state in ("FAILED", "UNKNOWN") else ""
+            note = ""
             if row and row.reason and row.reason not in ("None", "(null)"):
                 note = row.reason
             if state == "COMPLETED" and not done:
@@ -99,8 +119,17 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 # its own record says it is not finished, but whatever ran it is gone
                 if local_scheduler_gone:
                     state, note = "LOST", "the local scheduler stopped; `mftlaunch resume` reruns it"
-                elif ids and not accounting:
-                    state, note = "ENDED", "left the queue without a completion sentinel (no accounting to say why)"
+                elif ids and queue_known:
+                    state, note = "ENDED", ("left the queue without a completion sentinel"
+                                            + ("" if accounting else " (no accounting to say why)"))
+            if row is None and not done and state == "UNKNOWN" and ids and queue_known:
+                blocked = _incomplete_upstream(run_dir, plan, job["stage"], index)
+                if blocked:
+                    state, note = "ENDED", f"never ran: {blocked} did not complete"
+            if not done and state not in ACTIVE_STATES:
+                reason = failure_reason.explain(state, row.exit_code if row else "", local,
+                                                logs.latest_log(run_dir, job["stage"], index))
+                note = "; ".join(n for n in (note, reason) if n)
             rows.append(ElementStatus(
                 stage=job["stage"], index=index, key=item["key"], job_id=job_id, state=state,
                 node=(row.node if row and row.node else local.get("host", "")),

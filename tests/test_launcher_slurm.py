@@ -153,3 +153,11 @@ def test_scancel_arguments(fake):
 def test_preempted_and_requeued_are_not_final():
     assert {"PREEMPTED", "REQUEUED", "REQUEUE_HOLD", "PENDING", "RUNNING"}.isdisjoint(slurm.FINAL_STATES)
     assert {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"} <= slurm.FINAL_STATES
+
+
+def test_sacct_expands_array_elements_that_never_started(fake):
+    fake.set("sacct.out", "42_[0-2,5%4]|CANCELLED by 0|None assigned|00:00:00|0:0\n44|FAILED|n1|00:00:01|1:0\n")
+    rows = slurm.sacct(["42", "44"], "2026-01-01T00:00:00")
+    assert [(r.job_id, r.state) for r in rows] == [("42_0", "CANCELLED"), ("42_1", "CANCELLED"), ("42_2", "CANCELLED"),
+                                                   ("42_5", "CANCELLED"), ("44", "FAILED")]
+    assert rows[-1].exit_code == "1:0"

@@ -1,11 +1,12 @@
 """Preemption on the real test cluster: SIGCONT + SIGTERM to the job's tasks (what slurmctld sends
 when it preempts with PreemptMode=REQUEUE: a signal to every step, not the batch shell) mid-training
 → the ranks save, the batch script requeues, the next attempt resumes, and the final adapter is
-identical to an uninterrupted run's."""
+identical to an uninterrupted run's; `logs -f` follows both attempts and ends with the run."""
 from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -79,11 +80,17 @@ def release_when_requeued(job_id: str, run: RunDir, stage: str, timeout: float =
 def test_sigterm_mid_training_saves_requeues_and_resumes_exactly(slurm, tmp_path, capsys):
     whole = submit(_train_recipe(tmp_path, "whole"), capsys)
     preempted = submit(_train_recipe(tmp_path, "preempted"), capsys)
+    follower = subprocess.Popen([sys.executable, "-m", "launcher.cli", "logs", str(preempted.root), "-f"],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     job_id = preempt_after(preempted, r"\[train\] step 2/")
     release_when_requeued(job_id, preempted, "train")
     for run in (whole, preempted):
         rows = wait_final(run, timeout=600)
         assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], _log(run)[-3000:]
+    # `logs -f` followed both attempts and ended by itself with the run
+    followed, _ = follower.communicate(timeout=60)
+    assert follower.returncode == 0
+    assert "attempt 1" in followed and "attempt 2" in followed and "[train] done" in followed, followed[-3000:]
 
     log = _log(preempted)
     assert "requeueing job" in log, log[-3000:]

@@ -1,0 +1,67 @@
+"""Waiting commands on the real test cluster: `--wait` returns on a failed run (with the failure
+explained in `status`), on held jobs and on cancelled ones; without accounting it still returns."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from launcher import cli, status
+from launcher.cli import main
+from launcher.rundir import read_json
+from test_slurm_pipeline import eval_recipe, submit
+
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+BENCH = ["humanevalsynthesize-python", "humanevalsynthesize-go"]
+
+
+def _data_without_go(tmp: Path, data_dir: Path) -> Path:
+    data = tmp / "data"
+    shutil.copytree(data_dir, data)
+    (data / "humanevalpack" / "go.jsonl").unlink()
+    return data
+
+
+def _job_ids(run) -> list[str]:
+    manifest = read_json(run.manifest_file)
+    return sorted({e["id"] for entries in manifest["jobs"].values() for e in entries})
+
+
+def test_submit_wait_returns_1_and_status_says_why(slurm, tmp_path, data_dir, capsys):
+    recipe = eval_recipe(tmp_path, _data_without_go(tmp_path, data_dir), BENCH, "failing")
+    code = main(["submit", str(recipe), "--profile", "test-cluster", "--wait"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "run did not complete" in out and "generate[1] FAILED" in out
+    run_dir = next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run directory: "))
+    rows = {(r.stage, r.index): r for r in status.read_status(cli.RunDir(run_dir))[0]}
+    note = rows[("generate", 1)].note
+    assert "exit 1" in note and "go.jsonl" in note, note
+
+
+def test_wait_returns_3_on_held_jobs_and_1_once_cancelled(slurm, tmp_path, data_dir, capsys):
+    run = submit(eval_recipe(tmp_path, data_dir, BENCH[:1], "held"), capsys)
+    ids = _job_ids(run)
+    subprocess.run(["scontrol", "hold", *ids], check=True)
+    assert cli._wait(run, local=False, poll_s=1) == 3
+    assert "held elements need you" in capsys.readouterr().out
+    subprocess.run(["scancel", *ids], check=True)
+    assert cli._wait(run, local=False, poll_s=1) == 1
+    assert "CANCELLED" in capsys.readouterr().out
+
+
+def test_wait_without_accounting_returns(slurm, tmp_path, data_dir, capsys, monkeypatch):
+    """sacct that always fails (accounting disabled): a failed element is ENDED and --wait ends."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "sacct").write_text("#!/bin/sh\necho 'sacct: error: Slurm accounting storage is disabled' >&2\nexit 1\n")
+    (bin_dir / "sacct").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    recipe = eval_recipe(tmp_path, _data_without_go(tmp_path, data_dir), BENCH[1:], "noacct")
+    code = main(["submit", str(recipe), "--profile", "test-cluster", "--wait"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "sacct unavailable" in out
