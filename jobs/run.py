@@ -18,6 +18,7 @@ from typing import Any
 
 from jobs import distributed
 from jobs.context import RequeueRequested, StageContext
+from jobs.runtime_versions import runtime_versions
 from launcher.contract import (ENV_LOCAL_JOB_ID, ENV_RESTART_COUNT, ENV_START_TIME, REQUEUE_EXIT_CODE, STAGES,
                                plan_job, required_upstream)
 from launcher.recipe import load_recipe
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     if main_rank:
         run_dir.update_state(args.stage, args.index, state="RUNNING", host=socket.gethostname(), job_id=job_id,
                      restarts=ctx.restart_count, started=time.time(), world_size=ctx.dist.world_size,
-                     master_port=ctx.dist.master_port)
+                     master_port=ctx.dist.master_port, versions=runtime_versions())
         print(f"mftlaunch: {args.stage}[{args.index}] ({ctx.item['key']}) on {socket.gethostname()} "
               f"rank {ctx.dist.rank}/{ctx.dist.world_size}, attempt {ctx.restart_count + 1}", flush=True)
     try:
@@ -102,18 +103,19 @@ def main(argv: list[str] | None = None) -> int:
         counts = module.run_stage(ctx) or {}
     except RequeueRequested as exc:
         if main_rank:
-            run_dir.update_state(args.stage, args.index, state="REQUEUED", reason=str(exc) or ctx.stop.reason)
+            run_dir.update_state(args.stage, args.index, state="REQUEUED", reason=str(exc) or ctx.stop.reason,
+                                 versions=runtime_versions())
         print(f"mftlaunch: {args.stage}[{args.index}] saved its state and asks to be requeued", flush=True)
         return REQUEUE_EXIT_CODE
     except Exception as exc:  # the job's log gets the traceback; state keeps a one-line reason
         traceback.print_exc()
         if main_rank:
             run_dir.update_state(args.stage, args.index, state="FAILED", ended=time.time(),
-                         error=f"{type(exc).__name__}: {exc}"[:500])
+                         error=f"{type(exc).__name__}: {exc}"[:500], versions=runtime_versions())
         return 1
     if main_rank:
         run_dir.mark_done(args.stage, args.index, counts)
-        run_dir.update_state(args.stage, args.index, state="COMPLETED", ended=time.time())
+        run_dir.update_state(args.stage, args.index, state="COMPLETED", ended=time.time(), versions=runtime_versions())
     return 0
 
 

@@ -172,6 +172,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     from launcher.run_dir_check import open_run_dir
 
     run_dir = open_run_dir(args.run, profile=True)
+    _check_unchanged(run_dir, strict=args.strict, force=args.force)
     selection = resume(run_dir)
     if not selection:
         print("nothing to resume: every element has its completion sentinel")
@@ -183,6 +184,30 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
         return _wait(run_dir, load_manifest(run_dir).get("scheduler") == "local")
     return 0
+
+
+def _check_unchanged(run_dir: RunDir, *, strict: bool, force: bool) -> None:
+    """Refuse to continue a run under a changed recipe or profile (or changed code with --strict),
+    unless --force, which the manifest records."""
+    from launcher import fingerprint
+    from launcher.submit import load_manifest
+
+    manifest = load_manifest(run_dir)
+    drift = fingerprint.check_resume(run_dir, manifest)
+    for note in drift.notes:
+        print(f"mftlaunch: note: {note}", file=sys.stderr)
+    if drift.refused(strict) and not force:
+        what = drift.config + (drift.code if strict else [])
+        raise RuntimeError(
+            f"resume refused: {'the recipe or profile' if drift.config else 'the code'} changed since this run was "
+            f"submitted ({'; '.join(what[:6])}{'; ...' if len(what) > 6 else ''}). Submit a new run, or "
+            "resume anyway with --force (recorded in the manifest)")
+    for change in drift.config:  # only reached with --force
+        print(f"mftlaunch: warning: resuming despite a changed {change}", file=sys.stderr)
+    for change in drift.code:
+        print(f"mftlaunch: warning: code changed since submission: {change} (--strict refuses)", file=sys.stderr)
+    if force and (drift.config or drift.code):
+        fingerprint.record_forced_resume(run_dir, manifest, drift)
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -265,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("resume", cmd_resume, "resubmit only elements without a completion sentinel, and their dependents")
     p.add_argument("run")
     p.add_argument("--wait", action="store_true")
+    p.add_argument("--strict", action="store_true", help="also refuse when the code changed since submission")
+    p.add_argument("--force", action="store_true",
+                   help="resume even though the recipe, profile or code changed (recorded in the manifest)")
     p = add("runs", cmd_runs, "list recent runs")
     p.add_argument("--root", default="./runs")
     p.add_argument("--limit", type=int, default=20)

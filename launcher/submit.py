@@ -11,13 +11,14 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
 
 from launcher.contract import ENV_PROFILE
 from launcher import slurm
+from launcher.fingerprint import submission_record
 from launcher.plan import Plan, PlannedJob, build_plan
 from launcher.profile import Profile, load_profile, profile_to_yaml
 from launcher.recipe import Recipe, recipe_from_source, recipe_to_yaml
@@ -34,6 +35,8 @@ class Loaded:
     profile: Profile
     plan: Plan
     source: YamlSource
+    overrides: list[str] = field(default_factory=list)
+    profile_ref: str = ""  # the profile name, or the absolute path of a profile file
 
 
 def choose_profile(cli: Optional[str], recipe: Recipe, *, submitting: bool = True) -> str:
@@ -52,18 +55,12 @@ def load(recipe_path: str, profile_name: Optional[str] = None, overrides: list[s
     """Recipe + profile + plan, or ConfigError with every problem found."""
     source = load_yaml(Path(recipe_path))
     recipe = recipe_from_source(source, overrides)
-    profile = load_profile(choose_profile(profile_name, recipe, submitting=submitting))
+    profile_ref = choose_profile(profile_name, recipe, submitting=submitting)
+    profile = load_profile(profile_ref)
     plan = build_plan(recipe, profile, paths=check_paths, source=source)
-    return Loaded(recipe, profile, plan, source)
-
-
-def _git_sha() -> Optional[str]:
-    root = Path(__file__).resolve().parent.parent
-    try:
-        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None
+    if Path(profile_ref).is_file():
+        profile_ref = str(Path(profile_ref).resolve())
+    return Loaded(recipe, profile, plan, source, list(overrides), profile_ref)
 
 
 def _versions() -> dict[str, str]:
@@ -109,8 +106,8 @@ def new_manifest(run_dir: RunDir, loaded: Loaded) -> dict[str, Any]:
         "profile": loaded.profile.name,
         "scheduler": loaded.profile.scheduler,
         "submit_time": datetime.now().isoformat(timespec="seconds"),
-        "git_sha": _git_sha(),
-        "versions": _versions(),
+        "fingerprint": submission_record(loaded.recipe, loaded.profile, loaded.overrides, loaded.profile_ref),
+        "versions": _versions(),  # of the submitting side; each job records its own in its state file
         # names only: the values never touch the run directory
         "secret_env_passed": [n for n in loaded.profile.secret_env if n in os.environ],
         "jobs": {},

@@ -1,5 +1,6 @@
 """Waiting commands on the real test cluster: `--wait` returns on a failed run (with the failure
-explained in `status`), on held jobs and on cancelled ones; without accounting it still returns."""
+explained in `status` and the compute side's versions in its state file), on held jobs and on
+cancelled ones; without accounting it still returns. A resume after editing the recipe is refused."""
 from __future__ import annotations
 
 import os
@@ -40,6 +41,19 @@ def test_submit_wait_returns_1_and_status_says_why(slurm, tmp_path, data_dir, ca
     rows = {(r.stage, r.index): r for r in status.read_status(cli.RunDir(run_dir))[0]}
     note = rows[("generate", 1)].note
     assert "exit 1" in note and "go.jsonl" in note, note
+    versions = cli.RunDir(run_dir).read_state("generate", 0)["versions"]  # the compute side's own
+    assert versions["torch"] and versions["transformers"] and "cuda" in versions, versions
+
+    # resume after editing the recipe is refused with the field named; --force goes on, recorded
+    recipe.write_text(recipe.read_text().replace("max_new_tokens: 8", "max_new_tokens: 9"))
+    assert main(["resume", run_dir]) == 1
+    err = capsys.readouterr().err
+    assert "resume refused" in err and "stages.generate.max_new_tokens: 8 → 9" in err, err
+    assert main(["resume", run_dir, "--force"]) == 0
+    assert "resubmitted generate: [1]" in capsys.readouterr().out
+    manifest = read_json(cli.RunDir(run_dir).manifest_file)
+    assert len(manifest["attempts"]) == 2 and "max_new_tokens" in manifest["forced_resumes"][0]["config"][0]
+    subprocess.run(["scancel", *_job_ids(cli.RunDir(run_dir))], check=True)
 
 
 def test_wait_returns_3_on_held_jobs_and_1_once_cancelled(slurm, tmp_path, data_dir, capsys):
