@@ -119,6 +119,15 @@ def _code_changes(then: dict[str, Any], now: dict[str, Any]) -> list[str]:
     return changes
 
 
+def _normalised(data: Any, model: type, dump: Any) -> Any:
+    """`data` read through today's model, so that a field added since (with its default) is no
+    change; as it is when today's model no longer accepts it (then the comparison shows why)."""
+    try:
+        return dump(model.model_validate(data))
+    except ValueError:
+        return data
+
+
 def check_resume(run_dir: RunDir, manifest: dict[str, Any]) -> Drift:
     """Compare the submission's record with the run directory's files, the recipe file and the
     profile as they resolve today, and the code installed now."""
@@ -131,19 +140,23 @@ def check_resume(run_dir: RunDir, manifest: dict[str, Any]) -> Drift:
     def compare(label: str, old: dict[str, Any], new: dict[str, Any]) -> None:
         drift.config += [f"{label}: {change}" for change in changed_fields(old, new)]
 
-    compare("recipe.yaml in the run directory", record["recipe"], yaml.safe_load(run_dir.recipe_file.read_text()))
-    compare("profile.yaml in the run directory", record["profile"], run_dir.read_profile())
+    submitted_recipe = _normalised(record["recipe"], Recipe, recipe_data)
+    submitted_profile = _normalised(record["profile"], Profile, profile_data)
+    compare("recipe.yaml in the run directory", submitted_recipe,
+            _normalised(yaml.safe_load(run_dir.recipe_file.read_text()), Recipe, recipe_data))
+    compare("profile.yaml in the run directory", submitted_profile,
+            _normalised(run_dir.read_profile(), Profile, profile_data))
     source = manifest.get("recipe_source")
     if source and Path(source).is_file():
         try:
             today = recipe_data(recipe_from_source(load_yaml(Path(source)), record.get("overrides", [])))
-            compare(f"recipe {source}", record["recipe"], today)
+            compare(f"recipe {source}", submitted_recipe, today)
         except ConfigError as exc:
             drift.config.append(f"recipe {source} no longer validates: {exc.problems[0]}")
     else:
         drift.notes.append(f"recipe file {source} is gone: compared with the run directory's copy only")
     try:
-        compare(f"profile '{record['profile_ref']}'", record["profile"],
+        compare(f"profile '{record['profile_ref']}'", submitted_profile,
                 profile_data(load_profile(record["profile_ref"])))
     except ConfigError as exc:
         drift.notes.append(f"profile '{record['profile_ref']}' cannot be loaded today: {exc.problems[0]}")

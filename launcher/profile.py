@@ -41,6 +41,14 @@ class Container(StrictModel):
         return self
 
 
+class SbatchRetry(StrictModel):
+    """Retries of an sbatch that failed for a passing reason (a busy or restarting slurmctld)."""
+
+    attempts: int = Field(4, ge=1, le=20, description="tries per sbatch, the first included")
+    backoff_s: float = Field(2.0, ge=0, description="wait before the second try; doubles each time")
+    max_backoff_s: float = Field(30.0, ge=0, description="longest wait between two tries")
+
+
 class Profile(StrictModel):
     name: str
     description: str = ""
@@ -74,6 +82,7 @@ class Profile(StrictModel):
     wckey: Optional[str] = None
     sbatch_extra: dict[str, Union[str, int, bool]] = Field(default_factory=dict)
     srun_extra: list[str] = Field(default_factory=list)
+    sbatch_retry: SbatchRetry = Field(default_factory=SbatchRetry)
     max_parallel: int = Field(2, ge=1, description="local scheduler only: elements run at once")
 
     @field_validator("max_time")

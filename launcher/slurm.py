@@ -36,9 +36,11 @@ def run(cmd: list[str], env: Optional[dict[str, str]] = None, timeout: float = 6
 
 
 def sbatch(script: Path, *, dependency: Optional[str] = None, array: Optional[str] = None,
-           env: Optional[dict[str, str]] = None, test_only: bool = False) -> str:
+           env: Optional[dict[str, str]] = None, test_only: bool = False, comment: Optional[str] = None) -> str:
     """Submit `script`; return the job id. Command-line options override the script's directives."""
     cmd = ["sbatch", "--parsable"]
+    if comment:
+        cmd.append(f"--comment={comment}")
     if dependency:
         cmd += [f"--dependency={dependency}", "--kill-on-invalid-dep=yes"]
     if array:
@@ -121,3 +123,10 @@ def scancel(job_ids: Iterable[str]) -> None:
     ids = sorted(set(job_ids))
     if ids:
         run(["scancel", *ids])
+
+
+def jobs_with_comment(job_name: str, comment: str) -> list[str]:
+    """Ids of queued jobs named `job_name` whose comment is `comment` (array jobs once each)."""
+    out = run(["squeue", "-h", "-n", job_name, "-o", "%F|%k"])
+    return sorted({line.split("|", 1)[0] for line in out.splitlines()
+                   if "|" in line and line.split("|", 1)[1].strip() == comment})

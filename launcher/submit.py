@@ -24,6 +24,7 @@ from launcher.profile import Profile, load_profile, profile_to_yaml
 from launcher.recipe import Recipe, recipe_from_source, recipe_to_yaml
 from launcher.render import render_script
 from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
+from launcher.sbatch_retry import sbatch_once, submission_comment
 from launcher.yamlsource import ConfigError, YamlSource, load_yaml
 
 PACKAGES = ("mftlaunch", "submitit", "pydantic", "pyyaml", "torch", "transformers", "peft", "deepspeed")
@@ -145,7 +146,9 @@ def submit_slurm(run_dir: RunDir, plan: Plan, profile: Profile, manifest: dict[s
                 else:
                     upstream = list(previous.values())
                 dep = dependency_spec(job.dependency_type, upstream) if upstream and job.dependency_type else None
-                job_id = slurm.sbatch(run_dir.script(job.name, chunk), dependency=dep, array=array)
+                script = run_dir.script(job.name, chunk)
+                tag = submission_comment(run_dir.root.name, len(manifest["attempts"]), script)
+                job_id = sbatch_once(script, job.name, tag, profile.sbatch_retry, dependency=dep, array=array)
                 current[offset] = job_id
                 submitted.append(job_id)
                 attempt["jobs"].setdefault(job.stage, []).append({"id": job_id, "offset": offset, "array": array})

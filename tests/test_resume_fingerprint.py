@@ -10,7 +10,7 @@ import pytest
 
 from launcher import fingerprint
 from launcher.cli import main
-from launcher.rundir import read_json
+from launcher.rundir import atomic_write_json, read_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from launcher_fakes import FakeSlurm, eval_recipe  # noqa: E402
@@ -94,3 +94,12 @@ def test_unchanged_run_resumes_without_a_word(fake, half_done, capsys):
 def test_changed_fields_lists_added_and_removed():
     assert fingerprint.changed_fields({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "d": 3}}) == [
         "a.c: 2 → '(absent)'", "a.d: '(absent)' → 3"]
+
+
+def test_a_field_added_to_the_schema_since_submission_is_no_change(fake, half_done, capsys):
+    manifest = read_json(half_done.manifest_file)
+    del manifest["fingerprint"]["profile"]["sbatch_retry"]  # as submitted before the field existed
+    del manifest["fingerprint"]["recipe"]["stages"]["generate"]["max_new_tokens"]
+    atomic_write_json(half_done.manifest_file, manifest)
+    capsys.readouterr()
+    assert main(["resume", str(half_done.root)]) == 0, capsys.readouterr().err
