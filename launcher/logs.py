@@ -59,9 +59,18 @@ def log_files(run_dir: RunDir, stage: Optional[str] = None, index: Optional[int]
     return sorted(found, key=lambda p: (p.stat().st_mtime, p.name))
 
 
-def latest_log(run_dir: RunDir, stage: str, index: int) -> Optional[Path]:
-    files = log_files(run_dir, stage, index)
-    return files[-1] if files else None
+def latest_logs(run_dir: RunDir) -> dict[tuple[str, int], Path]:
+    """(stage, index) → the element's newest log, for every element that has one (one scan)."""
+    plan = read_json(run_dir.plan_file)
+    manifest = read_json(run_dir.manifest_file) if run_dir.manifest_file.is_file() else {}
+    offsets = _chunk_offsets(manifest)
+    latest: dict[tuple[str, int], Path] = {}
+    for path in sorted(run_dir.logs_dir.glob("*.out") if run_dir.logs_dir.is_dir() else [],
+                       key=lambda p: (p.stat().st_mtime, p.name)):
+        owner = element_of_log(path, plan["jobs"], offsets)
+        if owner is not None:
+            latest[owner] = path
+    return latest
 
 
 def last_error_line(path: Optional[Path], tail_bytes: int = 65536) -> str:

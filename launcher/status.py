@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 from launcher import failure_reason, logs, slurm
@@ -99,6 +100,7 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 warnings.append(f"sacct unavailable ({exc}); finished elements are read from sentinels")
     local_scheduler_gone = manifest.get("scheduler") == "local" and not is_running(manifest.get("local_pid") or 0)
     rows = []
+    latest_logs: Optional[dict[tuple[str, int], Path]] = None  # scanned once, when a failure needs it
     for job in plan["jobs"]:
         for index, item in enumerate(job["items"]):
             try:
@@ -127,8 +129,10 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 if blocked:
                     state, note = "ENDED", f"never ran: {blocked} did not complete"
             if not done and state not in ACTIVE_STATES:
+                if latest_logs is None:
+                    latest_logs = logs.latest_logs(run_dir)
                 reason = failure_reason.explain(state, row.exit_code if row else "", local,
-                                                logs.latest_log(run_dir, job["stage"], index))
+                                                latest_logs.get((job["stage"], index)))
                 note = "; ".join(n for n in (note, reason) if n)
             rows.append(ElementStatus(
                 stage=job["stage"], index=index, key=item["key"], job_id=job_id, state=state,
