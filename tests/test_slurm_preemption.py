@@ -1,7 +1,9 @@
-"""Preemption on the real test cluster: SIGCONT + SIGTERM to the job's tasks (what slurmctld sends
-when it preempts with PreemptMode=REQUEUE: a signal to every step, not the batch shell) mid-training
-→ the ranks save, the batch script requeues, the next attempt resumes, and the final adapter is
-identical to an uninterrupted run's; `logs -f` follows both attempts and ends with the run."""
+"""Preemption on the real test cluster, mid-training → the ranks save, the batch script requeues,
+the next attempt resumes, and the final adapter is identical to an uninterrupted run's:
+- SIGCONT + SIGTERM sent to the job's tasks with scancel (what slurmctld sends when it preempts:
+  a signal to every step, not the batch shell); `logs -f` follows both attempts and ends with the run;
+- a real preemption: a job in the cluster's `urgent` partition (higher PriorityTier, PreemptMode
+  REQUEUE, GraceTime 60 on main) takes the node."""
 from __future__ import annotations
 
 import re
@@ -101,4 +103,35 @@ def test_sigterm_mid_training_saves_requeues_and_resumes_exactly(slurm, tmp_path
 
     a = load_file(str(Path(whole.done_record("train", 0)["checkpoint"]) / "trainable.safetensors"))
     b = load_file(str(Path(preempted.done_record("train", 0)["checkpoint"]) / "trainable.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _adapter(run_dir: RunDir) -> dict:
+    return load_file(str(Path(run_dir.done_record("train", 0)["checkpoint"]) / "trainable.safetensors"))
+
+
+def test_real_preemption_by_an_urgent_job_resumes_exactly(slurm, tmp_path, capsys):
+    whole = submit(_train_recipe(tmp_path, "calm"), capsys)
+    assert wait_final(whole, timeout=600)[0]["done"], _log(whole)[-3000:]
+    preempted = submit(_train_recipe(tmp_path, "bumped"), capsys)
+    deadline = time.time() + 300
+    while not re.search(r"\[train\] step 2/", _log(preempted)):
+        assert time.time() < deadline, _log(preempted)[-2000:]
+        time.sleep(0.1)
+    state = preempted.read_state("train", 0)
+    node = subprocess.run(["squeue", "-h", "-j", state["job_id"], "-o", "%N"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    urgent = subprocess.run(["sbatch", "--parsable", "-p", "urgent", "-w", node, "--exclusive", "-t", "2",
+                             "-o", str(tmp_path / "urgent_%j.out"), "--wrap", "sleep 3"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        release_when_requeued(state["job_id"], preempted, "train")
+        rows = wait_final(preempted, timeout=600)
+    finally:
+        subprocess.run(["scancel", urgent], check=False)
+    log = _log(preempted)
+    assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], log[-3000:]
+    assert "requeueing job" in log and re.search(r"resumed from step_\d+", log), log[-3000:]
+    assert preempted.read_state("train", 0)["reason"].endswith("(SIGTERM)")
+    a, b = _adapter(whole), _adapter(preempted)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

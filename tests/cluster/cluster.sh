@@ -24,7 +24,7 @@
 #   slurmctld listens in the root netns and is reached at 10.213.0.1 by both nodes;
 #   slurmdbd and MariaDB only talk over 127.0.0.1. Non-default ports (base 16817)
 #   so an existing Slurm/MariaDB on the machine is not disturbed.
-#   Partitions: main (Default) and cpu, both with both nodes.
+#   Partitions: main (Default) and cpu, both with both nodes; urgent (both nodes) preempts them.
 #
 # Things learned the hard way (keep these in mind when editing):
 # * No systemd: every daemon is started by hand and tracked by its pid file.
@@ -227,6 +227,11 @@ AccountingStoragePass=$MUNGE_SOCKET
 JobCompType=jobcomp/none
 
 JobRequeue=1
+# Preemption as a production site sets it up (docs/ADMIN.md): a job in partition `urgent`
+# (PriorityTier 10) preempts jobs of main/cpu, which get SIGCONT+SIGTERM, GraceTime to save,
+# then are requeued. main and cpu share a tier, so they never preempt each other.
+PreemptType=preempt/partition_prio
+PreemptMode=REQUEUE
 MaxArraySize=1001
 ReturnToService=2
 MinJobAge=300
@@ -238,8 +243,9 @@ MessageTimeout=10
 
 NodeName=mft-n1 NodeAddr=$ADDR_N1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM State=UNKNOWN
 NodeName=mft-n2 NodeAddr=$ADDR_N2 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM State=UNKNOWN
-PartitionName=main Nodes=mft-n1,mft-n2 Default=YES MaxTime=INFINITE State=UP
-PartitionName=cpu Nodes=mft-n1,mft-n2 Default=NO MaxTime=INFINITE State=UP
+PartitionName=main Nodes=mft-n1,mft-n2 Default=YES MaxTime=INFINITE State=UP PreemptMode=REQUEUE GraceTime=60
+PartitionName=cpu Nodes=mft-n1,mft-n2 Default=NO MaxTime=INFINITE State=UP PreemptMode=REQUEUE GraceTime=60
+PartitionName=urgent Nodes=mft-n1,mft-n2 Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
 EOF
     if cmp -s "$ETC/slurm.conf.tmp" "$ETC/slurm.conf"; then
         rm -f "$ETC/slurm.conf.tmp"
