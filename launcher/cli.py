@@ -11,7 +11,7 @@ from typing import Callable, Optional
 from launcher import cli_eval
 from launcher import profile as profiles
 from launcher.plan import Plan
-from launcher.rundir import RunDir, atomic_write_json, atomic_write_text
+from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 from launcher.yamlsource import ConfigError
 
 
@@ -129,23 +129,28 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from launcher.run_dir_check import open_run_dir
 
     run_dir = open_run_dir(args.run, submitted=False)
-    files = logs.log_files(run_dir, args.stage, args.index)
     if args.follow:
+        printed = False
         try:
             for chunk in logs.follow(lambda: logs.log_files(run_dir, args.stage, args.index),
                                      lambda: _selection_ended(run_dir, args.stage, args.index)):
+                printed = True
                 sys.stdout.write(chunk)
                 sys.stdout.flush()
         except KeyboardInterrupt:
-            pass
-        return 0
-    if not files:
-        _err(f"no logs yet under {run_dir.logs_dir}" + (f" for stage {args.stage}" if args.stage else ""))
-        return 1
+            return 0
+        return 0 if printed else _no_logs(run_dir, args)
+    files = logs.log_files(run_dir, args.stage, args.index)
     for path in files:
         print(f"==> {path} <==")
         sys.stdout.write(path.read_text(encoding="utf-8", errors="replace"))
-    return 0
+    return 0 if files else _no_logs(run_dir, args)
+
+
+def _no_logs(run_dir: RunDir, args: argparse.Namespace) -> int:
+    _err(f"no logs under {run_dir.logs_dir}" + (f" for stage {args.stage}" if args.stage else "")
+         + (f" index {args.index}" if args.index is not None else ""))
+    return 1
 
 
 def _selection_ended(run_dir: RunDir, stage: Optional[str], index: Optional[int]) -> bool:
@@ -168,11 +173,12 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from launcher.resume import resume
+    from launcher.resume import rerun_selection, resume
     from launcher.run_dir_check import open_run_dir
 
     run_dir = open_run_dir(args.run, profile=True)
-    _check_unchanged(run_dir, strict=args.strict, force=args.force)
+    if rerun_selection(run_dir, read_json(run_dir.plan_file)):
+        _check_unchanged(run_dir, strict=args.strict, force=args.force)
     selection = resume(run_dir)
     if not selection:
         print("nothing to resume: every element has its completion sentinel")
