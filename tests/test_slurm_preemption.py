@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 STEPS = 40
 
 
-def _train_recipe(tmp: Path, name: str) -> Path:
+def _train_recipe(tmp: Path, name: str, steps: int = STEPS) -> Path:
     recipe = {
         "name": name,
         "model": {"path": "builtin:tiny-llama", "model_name": "tiny", "dtype": "fp32"},
@@ -34,7 +34,7 @@ def _train_recipe(tmp: Path, name: str) -> Path:
             "datasets": [{"path": str(TINY_MFT / n)} for n in ("codegen", "explain", "unittest")],
             "seq_length": 64, "padding_mode": "dynamic", "validation_split": 0.1,
             "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
-            "learning_rate": 2e-3, "min_lr": 1e-4, "num_warmup_steps": 2, "max_steps": STEPS,
+            "learning_rate": 2e-3, "min_lr": 1e-4, "num_warmup_steps": 2, "max_steps": steps,
             "log_interval": 1, "evaluation_steps": 1000, "checkpointing_steps": 1000, "saving_limit": 2,
             "lora": {"rank": 8, "alpha": 16, "dropout": 0.1, "target_modules": "all-linear"},
             "gradient_checkpointing": False,
@@ -111,9 +111,10 @@ def _adapter(run_dir: RunDir) -> dict:
 
 
 def test_real_preemption_by_an_urgent_job_resumes_exactly(slurm, tmp_path, capsys):
-    whole = submit(_train_recipe(tmp_path, "calm"), capsys)
+    # long enough for slurmctld to schedule the urgent job (sched_interval 5 s) while it trains
+    whole = submit(_train_recipe(tmp_path, "calm", steps=400), capsys)
     assert wait_final(whole, timeout=600)[0]["done"], _log(whole)[-3000:]
-    preempted = submit(_train_recipe(tmp_path, "bumped"), capsys)
+    preempted = submit(_train_recipe(tmp_path, "bumped", steps=400), capsys)
     deadline = time.time() + 300
     while not re.search(r"\[train\] step 2/", _log(preempted)):
         assert time.time() < deadline, _log(preempted)[-2000:]
