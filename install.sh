@@ -22,4 +22,6 @@ DS_BUILD_OPS=0 "${pip[@]}" --no-build-isolation 'deepspeed>=0.15'
 extras="train,eval"
 [ "$dev" = 1 ] && extras="$extras,dev"
 "${pip[@]}" -e ".[$extras]"
+# QLoRA needs bitsandbytes (a `train` extra) on CPU as on GPUs: fail here, not in a queued job.
+.venv/bin/python -c "import bitsandbytes" 2>/dev/null || { echo "install.sh: bitsandbytes does not import" >&2; exit 1; }
 echo "installed: $(.venv/bin/mftlaunch --version 2>/dev/null || echo mftlaunch) in $(pwd)/.venv"

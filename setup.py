@@ -1,7 +1,7 @@
 """mftlaunch: fine-tune and evaluate code LLMs on Slurm clusters.
 
 The base install is the submit side only (what a login node needs); the compute side's heavy
-dependencies live in extras: `train` (torch, transformers, peft, deepspeed), `eval` (sandboxed
+dependencies live in extras: `train` (torch, transformers, peft, bitsandbytes, deepspeed), `eval` (sandboxed
 execution needs no Python extras beyond the base), `dev` (tests).
 """
 from setuptools import find_packages, setup
@@ -33,6 +33,9 @@ setup(
             "tokenizers>=0.19",
             "safetensors>=0.4",
             "tensorboard>=2.14",
+            # QLoRA (4-bit/8-bit base weights), on GPUs and on CPU (its pure-torch kernels); tested
+            # with 0.50.2. Keep in step with jobs/training/model.py's BITSANDBYTES_REQUIREMENT.
+            "bitsandbytes>=0.50.2,<0.51",
             # deepspeed builds against the installed torch: install it with --no-build-isolation
             # after torch (tests/run.sh does), or its build pulls a CUDA torch of several GB.
             "deepspeed>=0.15",

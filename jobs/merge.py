@@ -1,7 +1,10 @@
 """Merge stage: the trained checkpoint → a plain Hugging Face model directory at run.merged_dir.
 
-LoRA/QLoRA: the adapter is merged into the unquantised base in model.dtype (what generation
-loads; MFTCoder merges QLoRA adapters into a bf16 base too). Full fine-tuning: the checkpoint's
+LoRA/QLoRA: the adapter is merged into an unquantised base in model.dtype (what generation loads).
+For QLoRA that base is, by default (`merge.qlora_base: dequantized`), the 4-bit base of training
+dequantised: the adapter was learned against those weights, so the merged model computes what was
+trained and validated. `qlora_base: original` merges into the original full-precision weights
+(MFTCoder's way); the merged model then differs from the trained one by the quantisation error. Full fine-tuning: the checkpoint's
 weights — DeepSpeed ZeRO shards consolidated to fp32 with DeepSpeed's own reader, or the plain
 weights file of the torch engine — are loaded into the base architecture and saved in
 model.dtype. The tokenizer is saved with the model, so the directory stands alone.
@@ -61,18 +64,41 @@ def full_state_dict(ckpt: Path) -> dict[str, Any]:
     return torch.load(states[0], map_location="cpu", weights_only=False)["module"]
 
 
-def load_merged(ctx: StageContext, ckpt: Path):
-    """The merged model (base architecture + trained weights) in model.dtype, on CPU."""
+def qlora_base_choice(ctx: StageContext) -> str:
+    """`merge.qlora_base` for a QLoRA run, else "original" (LoRA and full fine-tunes have one base)."""
+    merge_stage = ctx.recipe.stages.merge
+    if ctx.recipe.stages.train.peft_type != "qlora":
+        return "original"
+    return merge_stage.qlora_base if merge_stage else "dequantized"
+
+
+def load_base(ctx: StageContext):
+    """The base weights the adapter is merged into, unquantised, in model.dtype, on CPU. For QLoRA
+    with `qlora_base: dequantized`: the base quantised exactly as in training (same
+    BitsAndBytesConfig), then dequantised, so the merged model is the one that was trained."""
     from transformers import AutoModelForCausalLM
 
     from jobs.tiny_model import resolve_model_path
-    from jobs.training.model import TORCH_DTYPES
-    from jobs.training.trainer import ADAPTER_DIR
+    from jobs.training.model import TORCH_DTYPES, keep_cpu_weight_layout, quantization_config, storage_dtype
 
     spec, train = ctx.recipe.model, ctx.recipe.stages.train
-    base = AutoModelForCausalLM.from_pretrained(
-        str(resolve_model_path(spec.path)), dtype=TORCH_DTYPES[spec.dtype], trust_remote_code=spec.trust_remote_code
+    path, dtype = str(resolve_model_path(spec.path)), TORCH_DTYPES[spec.dtype]
+    if qlora_base_choice(ctx) != "dequantized":
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=spec.trust_remote_code)
+    quantised = AutoModelForCausalLM.from_pretrained(
+        path, dtype=storage_dtype(spec, train), quantization_config=quantization_config(spec, train),
+        device_map={"": "cpu"}, trust_remote_code=spec.trust_remote_code,
     )
+    keep_cpu_weight_layout(quantised)
+    return quantised.dequantize().to(dtype)
+
+
+def load_merged(ctx: StageContext, ckpt: Path):
+    """The merged model (base architecture + trained weights) in model.dtype, on CPU."""
+    from jobs.training.trainer import ADAPTER_DIR
+
+    train = ctx.recipe.stages.train
+    base = load_base(ctx)
     if train.is_peft:
         from peft import PeftModel
 
@@ -99,7 +125,7 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
     which = ctx.recipe.stages.merge.checkpoint if ctx.recipe.stages.merge else "best"
     ckpt, reason = choose_checkpoint(ctx.run_dir.checkpoints_dir, which)
     step = checkpoint.read_state(ckpt).step
-    print(f"[merge] {ckpt.name}: {reason}", flush=True)
+    print(f"[merge] {ckpt.name}: {reason}; base: {qlora_base_choice(ctx)}", flush=True)
     model = load_merged(ctx, ckpt)
     tokenizer = load_tokenizer(ctx.recipe.model, resolve_model_path(ctx.recipe.model.path))
 
@@ -111,7 +137,8 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         model.config.use_cache = True
         model.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
-        info = {"checkpoint": str(ckpt), "step": step, "selection": reason, "peft_type": ctx.recipe.stages.train.peft_type}
+        info = {"checkpoint": str(ckpt), "step": step, "selection": reason, "peft_type": ctx.recipe.stages.train.peft_type,
+                "base": qlora_base_choice(ctx)}
         (tmp / INFO_FILE).write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         _replace(tmp, out)
     except BaseException:

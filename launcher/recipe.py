@@ -14,7 +14,7 @@ from typing import Any, Literal, Optional, Union
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from launcher import contract
+from launcher import contract, quant_rules
 from launcher.contract import PromptFormatName
 from launcher.validation import StrictModel, validate_model
 from launcher.yamlsource import ConfigError, YamlSource, load_yaml
@@ -211,16 +211,9 @@ class TrainStage(StrictModel):
         if self.peft_type != "qlora" and self.quantization is not None:
             raise ValueError("`quantization` is only used with peft_type: qlora")
         dist = self.distributed
-        if self.peft_type == "qlora" and dist.zero_stage == 3:
-            compute = {"bf16": "bf16", "fp16": "fp16", "no": "fp32"}[dist.mixed_precision]
-            storage = self.quantization.quant_storage or compute
-            if storage != compute:
-                raise ValueError(
-                    f"QLoRA with ZeRO-3 needs quantization.quant_storage equal to the compute dtype ({compute}), "
-                    f"got {storage}: ZeRO-3 can only shard parameters of one dtype"
-                )
-            if not dist.zero3_save_16bit_model:
-                raise ValueError("QLoRA with ZeRO-3 needs distributed.zero3_save_16bit_model: true to save the adapter")
+        broken = quant_rules.violations(self)
+        if broken:
+            raise ValueError("\n  ".join(broken))
         if dist.backend != "deepspeed" and (dist.zero_stage or dist.offload_optimizer != "none" or dist.offload_param != "none"):
             raise ValueError(f"zero_stage/offload need backend: deepspeed (backend is '{dist.backend}'); set zero_stage: 0")
         if dist.offload_param == "cpu" and dist.zero_stage != 3:
@@ -234,6 +227,11 @@ class TrainStage(StrictModel):
 
 class MergeStage(StrictModel):
     checkpoint: Literal["best", "last"] = Field("best", description="best = lowest validation loss when evaluation ran")
+    qlora_base: Literal["dequantized", "original"] = Field(
+        "dequantized",
+        description="QLoRA: merge the adapter into the 4-bit base dequantised (the model that was trained and "
+                    "validated) or into the original full-precision weights",
+    )
     resources: Resources = Field(default_factory=lambda: Resources(cpus_per_task=4))
 
 
@@ -345,6 +343,15 @@ class Recipe(StrictModel):
         if not NAME_RE.match(value):
             raise ValueError("name may hold letters, digits, '_', '.', '-' only (it becomes part of Slurm job names)")
         return value
+
+    @model_validator(mode="after")
+    def _quantization_with_model_dtype(self) -> "Recipe":
+        """The quantisation rules again, now that the compute dtype of mixed_precision: no is known."""
+        train = self.stages.train
+        broken = quant_rules.violations(train, self.model.dtype) if train else []
+        if broken:
+            raise ValueError("stages.train: " + "\n  ".join(broken))
+        return self
 
     @property
     def benchmarks(self) -> list[str]:

@@ -61,10 +61,3 @@ def test_deepspeed_config_follows_the_recipe() -> None:
     assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
     assert zero["stage3_gather_16bit_weights_on_model_save"] is True
     assert "auto" not in str(cfg)
-
-
-def test_8bit_cannot_be_sharded_by_zero3() -> None:
-    train = stage(peft_type="qlora", quantization={"bits": 8},
-                  distributed={"backend": "deepspeed", "zero_stage": 3, "mixed_precision": "bf16"})
-    with pytest.raises(RuntimeError, match="ZeRO-3"):
-        model_mod.quantization_config(spec(), train)

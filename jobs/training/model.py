@@ -7,10 +7,13 @@ Decisions worth keeping (training.md §1.6, §2.1, DESIGN.md):
   ZeRO-3 can shard them; under ZeRO-3 `prepare_model_for_kbit_training` is not called (it upcasts
   the non-quantised weights to fp32 per rank) and checkpointing is reentrant (the non-reentrant
   variant raises CheckpointError with ZeRO-3's gathered parameters).
-- bitsandbytes is imported only for QLoRA, with an error that says what to install.
+- bitsandbytes is imported only for QLoRA, with an error that says what to install. QLoRA runs
+  on CPU too (bitsandbytes' pure-torch kernels): the same load, k-bit preparation, checkpointing
+  and LoRA as on GPUs, only slower; CI trains, resumes and merges a 4-bit model that way.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Union
 
@@ -19,6 +22,8 @@ import torch
 from launcher.recipe import ModelSpec, TrainStage
 
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+#: The bitsandbytes versions QLoRA is tested with (setup.py's `train` extra says the same).
+BITSANDBYTES_REQUIREMENT = "bitsandbytes>=0.50.2,<0.51"
 
 _LLAMA_LIKE = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 #: LoRA targets when the recipe names none: every linear projection of the family's blocks.
@@ -62,21 +67,16 @@ def target_modules(model: ModelSpec, train: TrainStage) -> Union[str, list[str]]
 
 
 def quantization_config(model: ModelSpec, train: TrainStage):
-    """BitsAndBytesConfig for QLoRA (4-bit nf4/fp4 with double quant, or 8-bit)."""
+    """BitsAndBytesConfig for QLoRA (4-bit nf4/fp4 with double quant, or 8-bit). The same on CPU
+    and GPU; which combinations DeepSpeed can shard is checked with the recipe (launcher.quant_rules)."""
     quant = train.quantization
-    dist = train.distributed
-    if quant.bits == 8 and dist.backend == "deepspeed" and dist.zero_stage == 3:
-        raise RuntimeError("8-bit weights cannot be sharded by ZeRO-3 (only 4-bit stored in the compute dtype can): "
-                           "use quantization.bits: 4, or zero_stage: 2")
     try:
         import bitsandbytes  # noqa: F401  (transformers needs it at load time; fail early and clearly)
     except ImportError as exc:
         raise RuntimeError(
-            "peft_type: qlora needs the bitsandbytes package (pip install 'bitsandbytes>=0.43.3') "
-            "and a CUDA GPU; use peft_type: lora on machines without them"
+            "peft_type: qlora needs the bitsandbytes package: pip install -e '.[train]' (or "
+            f"pip install '{BITSANDBYTES_REQUIREMENT}'); use peft_type: lora where it cannot be installed"
         ) from exc
-    if not torch.cuda.is_available():
-        raise RuntimeError("peft_type: qlora needs a CUDA GPU (bitsandbytes quantisation); use peft_type: lora on CPU")
     from transformers import BitsAndBytesConfig
 
     compute = compute_dtype(model, train)
@@ -90,6 +90,39 @@ def quantization_config(model: ModelSpec, train: TrainStage):
         bnb_4bit_compute_dtype=compute,
         bnb_4bit_quant_storage=storage,
     )
+
+
+def _bnb_linear_layers(net: torch.nn.Module) -> list[torch.nn.Module]:
+    """bitsandbytes' own Linear4bit / Linear8bitLt modules (peft's LoRA wrappers around them share
+    the class names and are left out), found by module path: no import of bitsandbytes needed."""
+    return [m for m in net.modules()
+            if type(m).__module__.startswith("bitsandbytes") and type(m).__name__.startswith("Linear")]
+
+
+def quantized_layers(net: torch.nn.Module) -> dict[str, int]:
+    """How many layers of each bitsandbytes class the model holds, e.g. {"Linear4bit": 14}."""
+    counts: dict[str, int] = {}
+    for module in _bnb_linear_layers(net):
+        counts[type(module).__name__] = counts.get(type(module).__name__, 0) + 1
+    return counts
+
+
+def describe_quantization(net: torch.nn.Module, train: TrainStage) -> str:
+    """One log line: the quantised layers really present and how they are stored, e.g.
+    `QLoRA base: 14 Linear4bit layers (nf4, double quant, storage torch.bfloat16, compute ...)`."""
+    counts = quantized_layers(net)
+    layers = ", ".join(f"{n} {cls} layers" for cls, n in sorted(counts.items())) or "no quantised layers"
+    quant = train.quantization
+    if quant.bits == 8:
+        return f"QLoRA base: {layers} (8-bit)"
+    example = next((m for m in _bnb_linear_layers(net) if type(m).__name__ == "Linear4bit"), None)
+    detail = ""
+    if example is not None:
+        state = example.weight.quant_state
+        detail = (f", storage {example.weight.dtype}, compute {example.compute_dtype}, "
+                  f"quant_type {state.quant_type}, blocksize {state.blocksize}")
+    return (f"QLoRA base: {layers} ({quant.quant_type}, double quant {'on' if quant.double_quant else 'off'}"
+            f"{detail}) on {next(net.parameters()).device}")
 
 
 def load_tokenizer(model: ModelSpec, model_dir: Path):
@@ -123,6 +156,18 @@ def load_base(model: ModelSpec, train: TrainStage, model_dir: Path, device: torc
     return AutoModelForCausalLM.from_pretrained(str(model_dir), **kwargs)
 
 
+def keep_cpu_weight_layout(net: torch.nn.Module) -> None:
+    """Turn off bitsandbytes' CPU inference repacking. On CPUs with AVX512-BF16 a Linear4bit that
+    runs in eval mode without grad (our validation passes) repacks its weight in place into a
+    layout for a fused bf16 kernel and drops double quantisation; that repacking needs
+    in_features divisible by the blocksize (the tiny model's 352 is not) and the layer then stays
+    in that layout for the training steps after it. One layout keeps validation and training on
+    the same weights, as on GPUs."""
+    for module in _bnb_linear_layers(net):
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
 def enable_checkpointing(base, reentrant: bool) -> None:
     """Activation checkpointing under its transformers 5 name, or the older one."""
     kwargs = {"use_reentrant": reentrant}
@@ -139,6 +184,10 @@ def build_model(model: ModelSpec, train: TrainStage, model_dir: Path, device: to
     base = load_base(model, train, model_dir, device)
     base.config.use_cache = False
     zero3 = train.distributed.backend == "deepspeed" and train.distributed.zero_stage == 3
+    if train.peft_type == "qlora" and device.type == "cpu":
+        print("[train] QLoRA on CPU: bitsandbytes' pure-torch 4-bit kernels, the same code path as on GPUs; "
+              "correct but slow, meant for tests and demos", file=sys.stderr, flush=True)
+        keep_cpu_weight_layout(base)
     if train.peft_type == "qlora" and not zero3:
         from peft import prepare_model_for_kbit_training
 

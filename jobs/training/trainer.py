@@ -25,7 +25,7 @@ from jobs.tiny_model import resolve_model_path
 from jobs.training import checkpoint, engine as engines, schedule
 from jobs.training.checkpoint import TrainerState
 from jobs.training.metrics import Logger, StepAccumulator
-from jobs.training.model import build_model, compute_dtype, load_tokenizer
+from jobs.training.model import build_model, compute_dtype, describe_quantization, load_tokenizer
 
 ADAPTER_DIR = "adapter"
 
@@ -82,6 +82,8 @@ class Trainer:
         net = build_model(self.model_spec, train, self.model_dir, self.device)
         self.engine = engines.build_engine(net, self.model_spec, train, self.device, self.total_steps, warmup)
         del zero3_loading
+        if train.peft_type == "qlora":  # every rank: the 4-bit layers really present, in each rank's log
+            print(f"[train] rank {self.rank}/{world}: {describe_quantization(net, train)}", flush=True)
         self.compute_dtype = compute_dtype(self.model_spec, train)
         self.base_weights = torch.tensor(self.data.task_weights, dtype=torch.float32)
         self.coba = (CobaBalancer(len(self.data.task_names), train.coba, self.data.task_weights)
