@@ -115,9 +115,12 @@ def test_training_script_cpu_smoke(tmp_path):
     assert "build_model" in report["model"]["built_by"]
 
 
-def test_training_script_says_qlora_was_skipped(tmp_path, capsys):
+def test_training_script_runs_qlora_on_cpu(tmp_path):
     training = load("training")
     out = tmp_path / "qlora.json"
-    assert training.main(["--device", "cpu", "--peft", "qlora", "--out", str(out)]) == 0
-    assert "QLoRA SKIPPED" in capsys.readouterr().out
-    assert json.loads(out.read_text())["skipped"].startswith("qlora:")
+    args = ["--device", "cpu", "--peft", "qlora", "--model", "builtin:tiny-llama", "--seq-length", "64", "--steps", "1",
+            "--warmup", "0", "--repeats", "1", "--batch-size", "2", "--quiet", "--out", str(out)]
+    assert training.main(args) == 0
+    report = json.loads(out.read_text())
+    assert "skipped" not in report and report["model"]["peft"] == "qlora"
+    assert report["pack"]["nonpad_per_step"] > 0

@@ -77,7 +77,7 @@ def test_4bit_model_is_really_built(dtype: str, mixed: str) -> None:
 
 
 def test_8bit_model_trains_a_step(tmp_path: Path) -> None:
-    result = train.run(context(tmp_path, qlora_recipe(quantization={"bits": 8}, max_steps=2, evaluation_steps=2)))
+    result = train.run_stage(context(tmp_path, qlora_recipe(quantization={"bits": 8}, max_steps=2, evaluation_steps=2)))
     assert result["steps"] == 2 and result["train_loss"] > 0
     adapter = load_file(str(Path(result["checkpoint"]) / "trainable.safetensors"))
     assert adapter and all("lora_" in name for name in adapter)
@@ -85,14 +85,14 @@ def test_8bit_model_trains_a_step(tmp_path: Path) -> None:
 
 def test_qlora_trains_20_steps_and_merges(tmp_path: Path) -> None:
     recipe = with_merge(qlora_recipe(max_steps=20, evaluation_steps=10, checkpointing_steps=10), "last")
-    result = train.run(context(tmp_path, recipe))
+    result = train.run_stage(context(tmp_path, recipe))
     run = RunDir(tmp_path)
     loss = tb_scalars(run.tensorboard_dir, "train/loss")
     assert sorted(loss) == list(range(1, 21))
     head, tail = sum(loss[s] for s in range(1, 6)) / 5, sum(loss[s] for s in range(16, 21)) / 5
     assert tail < head - 0.2, (head, tail)
 
-    merged_info = merge.run(merge_context(tmp_path, recipe))
+    merged_info = merge.run_stage(merge_context(tmp_path, recipe))
     assert merged_info["step"] == 20
     assert json.loads((run.merged_dir / merge.INFO_FILE).read_text())["base"] == "dequantized"
     config = json.loads((run.merged_dir / "config.json").read_text())
@@ -129,7 +129,7 @@ def test_qlora_trains_20_steps_and_merges(tmp_path: Path) -> None:
     data = recipe.model_dump(mode="json")
     data["stages"]["merge"]["qlora_base"] = "original"
     original = Recipe.model_validate(data)
-    assert merge.run(merge_context(tmp_path, original))["step"] == 20
+    assert merge.run_stage(merge_context(tmp_path, original))["step"] == 20
     assert json.loads((run.merged_dir / merge.INFO_FILE).read_text())["base"] == "original"
     full_base = AutoModelForCausalLM.from_pretrained(str(resolve_model_path("builtin:tiny-llama")), dtype=torch.float32)
     on_original = PeftModel.from_pretrained(full_base, str(Path(result["checkpoint"]) / "adapter")).eval()
@@ -147,7 +147,7 @@ def usr2_handler():
 
 def test_qlora_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
     recipe = qlora_recipe()
-    whole = train.run(context(tmp_path / "whole", recipe))
+    whole = train.run_stage(context(tmp_path / "whole", recipe))
     assert whole["steps"] == 10
 
     ctx = context(tmp_path / "split", recipe)
@@ -163,10 +163,10 @@ def test_qlora_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
 
     ctx.should_stop = usr2_after_step_5
     with pytest.raises(RequeueRequested):
-        train.run(ctx)
+        train.run_stage(ctx)
     run = RunDir(tmp_path / "split")
     assert checkpoint.saved_steps(run.checkpoints_dir)[-1] == 5
-    resumed = train.run(context(tmp_path / "split", recipe, restart=1))
+    resumed = train.run_stage(context(tmp_path / "split", recipe, restart=1))
 
     assert resumed["steps"] == 10 and resumed["restarts"] == 1
     loss_whole = tb_scalars(RunDir(tmp_path / "whole").tensorboard_dir, "train/loss")
