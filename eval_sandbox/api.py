@@ -10,6 +10,7 @@ import signal
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from . import toolchain
 from .backends import Backend, get_backend
@@ -88,6 +89,78 @@ def _run(backend: Backend, step: Step, scratch_root: str, work: str, shm: str, m
                     user=ids[0] if ids else None, group=ids[1] if ids else None)
 
 
+def _run_limits(lang: str, limits: Limits | None, timeout: float | None) -> Limits:
+    """The run step's limits: per-language defaults (or ``limits``), with ``timeout`` as the wall
+    clock; the CPU limit is raised to match so a longer timeout is not cut short by RLIMIT_CPU."""
+    run_limits = limits or default_limits(lang, "run")
+    if timeout is None:
+        return run_limits
+    cpu = run_limits.cpu_seconds
+    if cpu is not None:
+        cpu = max(cpu, math.ceil(float(timeout)))
+    return run_limits.replace(wall_timeout_s=float(timeout), cpu_seconds=cpu)
+
+
+@dataclass
+class _Outcome:
+    """The status of one program and the step that decided it (before it becomes an ExecResult)."""
+
+    status: str
+    phase: str
+    detail: str = ""
+    res: StepResult | None = None
+    stdout: str | None = None
+
+
+def _compile_outcome(runner, be: Backend, res: StepResult) -> _Outcome | None:
+    """The verdict of a compile step that stopped the program, or None when it compiled."""
+    why = _setup_failed(be, res)
+    if why:
+        log.error("eval_sandbox: sandbox setup failed: %s", why)
+        return _Outcome("killed", "compile", f"sandbox setup failed: {why}", res)
+    if res.killed_reason:
+        return _Outcome("killed", "compile", res.killed_reason, res)
+    if res.timed_out or res.signal == signal.SIGXCPU:
+        return _Outcome("timeout", "compile", "compile step timed out", res)
+    if res.returncode != 0:
+        v = runner.classify_compile(res)
+        return _Outcome(v.status, "compile", v.detail, res)
+    return None
+
+
+def _run_outcome(runner, be: Backend, res: StepResult, marker: str, run_limits: Limits) -> _Outcome:
+    """The verdict of the run step: supervisor kills first, then the result channel."""
+    why = _setup_failed(be, res)
+    if why:
+        log.error("eval_sandbox: sandbox setup failed: %s", why)
+        return _Outcome("killed", "run", f"sandbox setup failed: {why}", res)
+    # The marker line is ours: do not hand it back as program output.
+    stdout = text(res.stdout).replace("\n" + marker + "\n", "", 1)
+    stderr = text(res.stderr)
+    if res.killed_reason:
+        return _Outcome("killed", "run", res.killed_reason, res, stdout)
+    if res.timed_out:
+        return _Outcome("timeout", "run", f"wall clock limit {run_limits.wall_timeout_s}s", res, stdout)
+    if res.signal == signal.SIGXCPU:
+        return _Outcome("timeout", "run", f"CPU time limit {run_limits.cpu_seconds}s", res, stdout)
+    if res.marker_found and res.returncode == 0:
+        v = runner.accept(stdout, stderr)
+    else:
+        v = runner.classify_run(res, stdout, stderr)
+    return _Outcome(v.status, "run", v.detail, res, stdout)
+
+
+def _exec_result(outcome: _Outcome, lang: str, be: Backend, started: float) -> ExecResult:
+    res = outcome.res
+    stdout = outcome.stdout if outcome.stdout is not None else (text(res.stdout) if res else "")
+    stderr = text(res.stderr) if res else ""
+    return ExecResult(status=outcome.status, passed=outcome.status == "passed",
+                      returncode=res.returncode if res else None,
+                      stdout_tail=_tail(stdout), stderr_tail=_tail(stderr),
+                      duration_s=round(time.monotonic() - started, 4), language=lang,
+                      backend=be.name, phase=outcome.phase, detail=outcome.detail)
+
+
 def execute(language: str, program: str, *, limits: Limits | None = None, backend: str | Backend = "auto",
             timeout: float | None = None, compile_limits: Limits | None = None,
             image: str | None = None) -> ExecResult:
@@ -108,64 +181,21 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
     runner = get_runner(language)
     lang = runner.language
     be = get_backend(backend, image=image) if isinstance(backend, str) else backend
-    run_limits = limits or default_limits(lang, "run")
-    if timeout is not None:
-        cpu = run_limits.cpu_seconds
-        if cpu is not None:
-            cpu = max(cpu, math.ceil(float(timeout)))
-        run_limits = run_limits.replace(wall_timeout_s=float(timeout), cpu_seconds=cpu)
-    c_limits = compile_limits or default_limits(lang, "compile")
+    run_limits = _run_limits(lang, limits, timeout)
     marker = "MFT-SANDBOX-OK-" + secrets.token_hex(16)
-    token = secrets.token_hex(6)
-    start = time.monotonic()
+    started = time.monotonic()
     root, work, shm = _make_scratch()
-
-    def result(status, res: StepResult | None, phase, detail="", stdout=None, stderr=None):
-        out = stdout if stdout is not None else (text(res.stdout) if res else "")
-        err = stderr if stderr is not None else (text(res.stderr) if res else "")
-        return ExecResult(status=status, passed=status == "passed",
-                          returncode=res.returncode if res else None,
-                          stdout_tail=_tail(out), stderr_tail=_tail(err),
-                          duration_s=round(time.monotonic() - start, 4), language=lang,
-                          backend=be.name, phase=phase, detail=detail)
-
     try:
-        ctx = Context(scratch=work, cwd=be.cwd_in_sandbox(work), marker=marker, token=token,
-                      compile_limits=c_limits, run_limits=run_limits, paths=be.paths())
+        ctx = Context(scratch=work, cwd=be.cwd_in_sandbox(work), marker=marker, token=secrets.token_hex(6),
+                      compile_limits=compile_limits or default_limits(lang, "compile"),
+                      run_limits=run_limits, paths=be.paths())
         compile_step, run_step_ = runner.build(program, ctx)
+        outcome = None
         if compile_step is not None:
-            res = _run(be, compile_step, root, work, shm, marker)
-            why = _setup_failed(be, res)
-            if why:
-                log.error("eval_sandbox: sandbox setup failed: %s", why)
-                return result("killed", res, "compile", f"sandbox setup failed: {why}")
-            if res.killed_reason:
-                return result("killed", res, "compile", res.killed_reason)
-            if res.timed_out or res.signal == signal.SIGXCPU:
-                return result("timeout", res, "compile", "compile step timed out")
-            if res.returncode != 0:
-                v = runner.classify_compile(res)
-                return result(v.status, res, "compile", v.detail)
-        res = _run(be, run_step_, root, work, shm, marker)
-        why = _setup_failed(be, res)
-        if why:
-            log.error("eval_sandbox: sandbox setup failed: %s", why)
-            return result("killed", res, "run", f"sandbox setup failed: {why}")
-        stdout = text(res.stdout)
-        # The marker line is ours: do not hand it back as program output.
-        clean_stdout = stdout.replace("\n" + marker + "\n", "", 1)
-        stderr = text(res.stderr)
-        if res.killed_reason:
-            return result("killed", res, "run", res.killed_reason, clean_stdout)
-        if res.timed_out:
-            return result("timeout", res, "run", f"wall clock limit {run_limits.wall_timeout_s}s", clean_stdout)
-        if res.signal == signal.SIGXCPU:
-            return result("timeout", res, "run", f"CPU time limit {run_limits.cpu_seconds}s", clean_stdout)
-        if res.marker_found and res.returncode == 0:
-            v = runner.accept(clean_stdout, stderr)
-        else:
-            v = runner.classify_run(res, clean_stdout, stderr)
-        return result(v.status, res, "run", v.detail, clean_stdout)
+            outcome = _compile_outcome(runner, be, _run(be, compile_step, root, work, shm, marker))
+        if outcome is None:
+            outcome = _run_outcome(runner, be, _run(be, run_step_, root, work, shm, marker), marker, run_limits)
+        return _exec_result(outcome, lang, be, started)
     finally:
         _rmtree(root)
 

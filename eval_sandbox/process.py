@@ -111,6 +111,125 @@ def _kill_group(proc: subprocess.Popen) -> None:
         pass
 
 
+def _start(argv: list[str], cwd: str, env: dict[str, str] | None, user: int | None,
+           group: int | None) -> subprocess.Popen:
+    """Start the wrapped command in its own session, with privileges dropped when asked."""
+    kw = {}
+    if user is not None:
+        kw.update(user=user, group=group if group is not None else user, extra_groups=[])
+    return subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env if env is not None else {"PATH": "/usr/bin:/bin"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        close_fds=True,
+        **kw,
+    )
+
+
+def _feed_stdin(proc: subprocess.Popen, data: bytes) -> None:
+    """Write all of stdin at once (a marker line and little else) and close it."""
+    try:
+        if data:
+            proc.stdin.write(data)
+        proc.stdin.close()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def _scratch_over_limit(scratch: str, limits: Limits) -> str:
+    """Why the scratch dir is over its limits, or "" when it is not."""
+    used, entries = scratch_usage(scratch, limits.scratch_max_files)
+    if entries > limits.scratch_max_files:
+        return f"scratch watchdog: more than {limits.scratch_max_files} files"
+    if used > limits.scratch_max_bytes:
+        return f"scratch watchdog: {used} bytes > {limits.scratch_max_bytes}"
+    return ""
+
+
+@dataclass
+class _Supervision:
+    """How the watch loop ended."""
+
+    timed_out: bool = False
+    killed_reason: str = ""
+    output_bytes: int = 0
+
+
+def _read_ready(sel: selectors.BaseSelector, timeout: float, watch: _Supervision, limits: Limits) -> None:
+    """Move whatever the streams have into their tails; close streams at EOF; enforce the output cap."""
+    for key, _ in sel.select(timeout):
+        try:
+            data = os.read(key.fd, 65536)
+        except BlockingIOError:
+            continue
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(key.fileobj)
+            continue
+        watch.output_bytes += len(data)
+        key.data.add(data)
+        if watch.output_bytes > limits.output_cap_bytes:
+            watch.killed_reason = f"output cap ({limits.output_cap_bytes} bytes) exceeded"
+            return
+
+
+def _watch(proc: subprocess.Popen, out: _Tail, err: _Tail, start: float, limits: Limits,
+           scratch: str | None) -> _Supervision:
+    """Read both streams until they close, the wall clock runs out, output passes the cap or the
+    scratch dir passes its limits."""
+    watch = _Supervision()
+    deadline = start + limits.wall_timeout_s
+    sel = selectors.DefaultSelector()
+    for f, tail in ((proc.stdout, out), (proc.stderr, err)):
+        os.set_blocking(f.fileno(), False)
+        sel.register(f, selectors.EVENT_READ, tail)
+    next_watch = start + WATCHDOG_PERIOD_S
+    exited_at = None
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if now >= deadline:
+                watch.timed_out = True
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > 1.0:
+                break   # something outside the sandbox (none backend) still holds the pipe
+            _read_ready(sel, min(deadline - now, max(next_watch - now, 0.0), 0.25), watch, limits)
+            if watch.killed_reason:
+                break
+            if scratch is not None and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + WATCHDOG_PERIOD_S
+                watch.killed_reason = _scratch_over_limit(scratch, limits)
+                if watch.killed_reason:
+                    break
+    finally:
+        sel.close()
+    return watch
+
+
+def _reap(proc: subprocess.Popen) -> int | None:
+    """Kill the group and collect the exit status. With bwrap this only reaches bwrap (the
+    sandbox has its own session and PID namespace, torn down when bwrap dies); with `none` it
+    is the best there is."""
+    _kill_group(proc)
+    try:
+        rc = proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:  # pragma: no cover - would need an unkillable process
+        rc = None
+    for f in (proc.stdout, proc.stderr):
+        try:
+            f.close()
+        except OSError:
+            pass
+    return rc
+
+
 def run_step(
     argv: list[str],
     *,
@@ -125,97 +244,22 @@ def run_step(
 ) -> StepResult:
     """Run ``argv`` (already wrapped by a backend) under the supervisor."""
     start = time.monotonic()
-    deadline = start + limits.wall_timeout_s
-    kw = {}
-    if user is not None:
-        kw.update(user=user, group=group if group is not None else user, extra_groups=[])
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=env if env is not None else {"PATH": "/usr/bin:/bin"},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-        close_fds=True,
-        **kw,
-    )
+    proc = _start(argv, cwd, env, user, group)
     out = _Tail(TAIL_BYTES, marker)
     err = _Tail(TAIL_BYTES, None)
-    total = 0
-    timed_out = False
-    killed_reason = ""
+    watch = _Supervision()
     try:
-        try:
-            if stdin_data:
-                proc.stdin.write(stdin_data)
-            proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-        sel = selectors.DefaultSelector()
-        for f, tail in ((proc.stdout, out), (proc.stderr, err)):
-            os.set_blocking(f.fileno(), False)
-            sel.register(f, selectors.EVENT_READ, tail)
-        next_watch = start + WATCHDOG_PERIOD_S
-        exited_at = None
-        while sel.get_map():
-            now = time.monotonic()
-            if now >= deadline:
-                timed_out = True
-                break
-            if exited_at is None and proc.poll() is not None:
-                exited_at = now
-            if exited_at is not None and now - exited_at > 1.0:
-                break   # something outside the sandbox (none backend) still holds the pipe
-            timeout = min(deadline - now, max(next_watch - now, 0.0), 0.25)
-            for key, _ in sel.select(timeout):
-                try:
-                    data = os.read(key.fd, 65536)
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    data = b""
-                if not data:
-                    sel.unregister(key.fileobj)
-                    continue
-                total += len(data)
-                key.data.add(data)
-                if total > limits.output_cap_bytes:
-                    killed_reason = f"output cap ({limits.output_cap_bytes} bytes) exceeded"
-                    break
-            if killed_reason:
-                break
-            if scratch is not None and time.monotonic() >= next_watch:
-                next_watch = time.monotonic() + WATCHDOG_PERIOD_S
-                used, entries = scratch_usage(scratch, limits.scratch_max_files)
-                if entries > limits.scratch_max_files:
-                    killed_reason = f"scratch watchdog: more than {limits.scratch_max_files} files"
-                    break
-                if used > limits.scratch_max_bytes:
-                    killed_reason = f"scratch watchdog: {used} bytes > {limits.scratch_max_bytes}"
-                    break
-        sel.close()
+        _feed_stdin(proc, stdin_data)
+        watch = _watch(proc, out, err, start, limits, scratch)
     finally:
-        # Always kill the group: with bwrap this only reaches bwrap (the sandbox has its own
-        # session and PID namespace, torn down when bwrap dies); with `none` it is the best
-        # there is.
-        _kill_group(proc)
-        try:
-            rc = proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - would need an unkillable process
-            rc = None
-        for f in (proc.stdout, proc.stderr):
-            try:
-                f.close()
-            except OSError:
-                pass
+        rc = _reap(proc)
     return StepResult(
         returncode=rc,
         stdout=out.value(),
         stderr=err.value(),
         duration_s=time.monotonic() - start,
-        timed_out=timed_out,
-        killed_reason=killed_reason,
+        timed_out=watch.timed_out,
+        killed_reason=watch.killed_reason,
         marker_found=out.found,
-        output_bytes=total,
+        output_bytes=watch.output_bytes,
     )

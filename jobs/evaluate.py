@@ -151,17 +151,132 @@ def resolve_backend(settings: EvalSettings) -> Any:
         raise SandboxError(f"sandbox '{settings.sandbox}' is not available: {exc}") from None
 
 
-def _read_partial(path: Optional[Path]) -> dict[str, dict[str, Any]]:
-    done: dict[str, dict[str, Any]] = {}
-    if path is None or not path.is_file():
+Item = tuple[int, int, str]  # (problem index, sample number, program)
+
+
+class PartialResults:
+    """The `.partial.jsonl` beside the results: records of finished chunks, appended and fsynced
+    after each chunk, so a requeued element resumes where it stopped."""
+
+    def __init__(self, path: Optional[Path]) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        done: dict[str, dict[str, Any]] = {}
+        if self.path is None or not self.path.is_file():
+            return done
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+                done[rec["key"]] = rec
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue  # a line cut by a kill: that sample runs again
         return done
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            rec = json.loads(line)
-            done[rec["key"]] = rec
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut by a kill: that sample runs again
-    return done
+
+    def append(self, records: Sequence[dict[str, Any]]) -> None:
+        if self.path is None or not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write("".join(json.dumps(rec) + "\n" for rec in records))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch gave: scored records, and the items the sandbox itself failed on (with why)."""
+
+    records: list[dict[str, Any]]
+    internal: list[tuple[Item, str]]
+
+
+@dataclass
+class BatchEvaluator:
+    """Assembles a batch of generations into test programs, runs them, and returns their records.
+    Holds no results itself: the caller decides what to keep."""
+
+    benchmark: str
+    data: BenchmarkData
+    assemble: Callable[[str, dict, str], tuple[str, str]]
+    execute_many: Callable[..., list]
+    workers: int
+    execute_kwargs: dict[str, Any]
+
+    def run(self, batch: Sequence[Item]) -> BatchOutcome:
+        jobs = [self.assemble(self.benchmark, self.data.problems[i], program) for i, _s, program in batch]
+        results = self.execute_many(jobs, self.workers, **self.execute_kwargs)
+        if len(results) != len(jobs):
+            raise RuntimeError(f"sandbox returned {len(results)} results for {len(jobs)} programs")
+        outcome = BatchOutcome(records=[], internal=[])
+        for (i, s, program), result in zip(batch, results):
+            if is_internal_error(result):
+                outcome.internal.append(((i, s, program), f"problem {i} sample {s}: {result.detail}"))
+            else:
+                outcome.records.append(_record(i, s, self.data.problems[i].get("task_id"), program, result))
+        return outcome
+
+
+def _evaluator(benchmark: str, data: BenchmarkData, settings: EvalSettings,
+               assemble: Optional[Callable[[str, dict, str], tuple[str, str]]],
+               execute_many: Optional[Callable[..., list]]) -> BatchEvaluator:
+    """The evaluator with the real sandbox (backend resolved once, up front) unless hooks are given."""
+    backend: Any = settings.sandbox
+    if execute_many is None:
+        execute_many = _default_execute_many()
+        backend = resolve_backend(settings)
+    kwargs: dict[str, Any] = {"backend": backend}
+    if settings.timeout_s is not None:
+        kwargs["timeout"] = settings.timeout_s
+    return BatchEvaluator(benchmark, data, assemble or _default_assemble(), execute_many,
+                          settings.resolved_workers(), kwargs)
+
+
+def _pending(generations: list[list[str]], done: dict[str, dict[str, Any]]) -> list[Item]:
+    return [(index, sample, program)
+            for index, samples in enumerate(generations)
+            for sample, program in enumerate(samples)
+            if _program_key(index, sample, program) not in done]
+
+
+def _keep(outcome: BatchOutcome, done: dict[str, dict[str, Any]], partial: PartialResults) -> None:
+    for rec in outcome.records:
+        done[rec["key"]] = rec
+    partial.append(outcome.records)
+
+
+def _run_chunks(evaluator: BatchEvaluator, todo: list[Item], total: int, done: dict[str, dict[str, Any]],
+                partial: PartialResults, should_stop: Callable[[], bool],
+                log: Callable[[str], None]) -> list[Item]:
+    """Run `todo` chunk by chunk, asking `should_stop` before each; returns the internal errors."""
+    chunk = max(1, evaluator.workers * CHUNK_PER_WORKER)
+    started = time.time()
+    internal: list[Item] = []
+    for offset in range(0, len(todo), chunk):
+        if should_stop():
+            raise StopRequested(f"stopped with {len(todo) - offset} of {total} samples left")
+        outcome = evaluator.run(todo[offset: offset + chunk])
+        _keep(outcome, done, partial)
+        internal += [item for item, _why in outcome.internal]
+        log(f"evaluate {evaluator.benchmark}: {offset + min(chunk, len(todo) - offset)}/{len(todo)} programs, "
+            f"{time.time() - started:.0f}s")
+    return internal
+
+
+def _retry_internal(evaluator: BatchEvaluator, items: list[Item], done: dict[str, dict[str, Any]],
+                    partial: PartialResults, log: Callable[[str], None]) -> None:
+    """Run sandbox failures once more, one at a time: a transient fault should not cost a score."""
+    if not items:
+        return
+    log(f"evaluate {evaluator.benchmark}: {len(items)} programs hit a sandbox error, running them again")
+    still: list[str] = []
+    for item in items:
+        outcome = evaluator.run([item])
+        _keep(outcome, done, partial)
+        still += [why for _item, why in outcome.internal]
+    if still:
+        raise SandboxError(f"{len(still)} programs failed inside the sandbox (not in the program), "
+                           f"e.g. {still[0]}; results so far are kept, re-run to resume")
 
 
 def execute_generations(
@@ -181,70 +296,18 @@ def execute_generations(
     Work goes in chunks; after each chunk the records are appended to `partial_path` and
     `should_stop()` is asked. When it says stop, `StopRequested` is raised (the records so far are
     kept in the partial file and reused on the next call)."""
-    assemble = assemble or _default_assemble()
-    backend: Any = settings.sandbox
-    if execute_many is None:
-        execute_many = _default_execute_many()
-        backend = resolve_backend(settings)
-    workers = settings.resolved_workers()
-    done = _read_partial(partial_path)
-    todo: list[tuple[int, int, str]] = []
-    for index, samples in enumerate(generations):
-        for sample, program in enumerate(samples):
-            if _program_key(index, sample, program) not in done:
-                todo.append((index, sample, program))
+    evaluator = _evaluator(benchmark, data, settings, assemble, execute_many)
+    partial = PartialResults(partial_path)
+    done = partial.load()
+    todo = _pending(generations, done)
     total = sum(len(s) for s in generations)
     if done:
         log(f"evaluate {benchmark}: resuming, {total - len(todo)} of {total} samples already ran")
-    kwargs: dict[str, Any] = {"backend": backend}
-    if settings.timeout_s is not None:
-        kwargs["timeout"] = settings.timeout_s
-    chunk = max(1, workers * CHUNK_PER_WORKER)
-    started = time.time()
-    internal: list[tuple[int, int, str]] = []
-    errors: list[str] = []
-
-    def run_batch(batch: list[tuple[int, int, str]]) -> None:
-        jobs = [assemble(benchmark, data.problems[i], program) for i, _s, program in batch]
-        results = execute_many(jobs, workers, **kwargs)
-        if len(results) != len(jobs):
-            raise RuntimeError(f"sandbox returned {len(results)} results for {len(jobs)} programs")
-        records = []
-        for (i, s, program), result in zip(batch, results):
-            if is_internal_error(result):
-                internal.append((i, s, program))
-                errors.append(f"problem {i} sample {s}: {result.detail}")
-                continue
-            records.append(_record(i, s, data.problems[i].get("task_id"), program, result))
-        for rec in records:
-            done[rec["key"]] = rec
-        if partial_path is not None and records:
-            partial_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(partial_path, "a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(rec) + "\n" for rec in records))
-                handle.flush()
-                os.fsync(handle.fileno())
-
-    for offset in range(0, len(todo), chunk):
-        if should_stop():
-            raise StopRequested(f"stopped with {len(todo) - offset} of {total} samples left")
-        run_batch(todo[offset: offset + chunk])
-        log(f"evaluate {benchmark}: {offset + min(chunk, len(todo) - offset)}/{len(todo)} programs, "
-            f"{time.time() - started:.0f}s")
-    if internal:  # once more, one at a time: a transient fault should not cost a score
-        log(f"evaluate {benchmark}: {len(internal)} programs hit a sandbox error, running them again")
-        retry, internal[:] = list(internal), []
-        errors.clear()
-        for item in retry:
-            run_batch([item])
-        if internal:
-            raise SandboxError(f"{len(internal)} programs failed inside the sandbox (not in the program), "
-                               f"e.g. {errors[0]}; results so far are kept, re-run to resume")
-    out = []
-    for index, samples in enumerate(generations):
-        for sample, program in enumerate(samples):
-            out.append(done[_program_key(index, sample, program)])
-    return out
+    internal = _run_chunks(evaluator, todo, total, done, partial, should_stop, log)
+    _retry_internal(evaluator, internal, done, partial, log)
+    return [done[_program_key(index, sample, program)]
+            for index, samples in enumerate(generations)
+            for sample, program in enumerate(samples)]
 
 
 # ---------------------------------------------------------------------------------------------
