@@ -17,7 +17,12 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["launcher*", "jobs*", "eval_sandbox*"]),
     include_package_data=True,
-    package_data={"eval_sandbox": ["toolchains/*", "toolchains/**/*", "Apptainer.def", "Dockerfile"]},
+    package_data={
+        "eval_sandbox": ["toolchains/*", "toolchains/**/*", "Apptainer.def", "Dockerfile"],
+        # the pinned benchmark data, used when no data_dir is given (see its SOURCES.md)
+        "jobs.code_benchmarks": ["data/SOURCES.md", "data/SHA256SUMS", "data/LICENSE-*",
+                            "data/humanevalpack/*.jsonl", "data/mbpp/*.jsonl"],
+    },
     install_requires=[
         "submitit>=1.5.2,<1.6",  # launcher/submitit_adapter.py: SUPPORTED
         "pyyaml>=6",

@@ -192,7 +192,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default=None,
-                        help=f"benchmark data (default: ${ENV_DATA_DIR}, else the default copy)")
+                        help=f"benchmark data (default: ${ENV_DATA_DIR}, else the copy installed with mftlaunch)")
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:

@@ -1,4 +1,5 @@
-"""Shared pytest configuration: markers, and where the pinned benchmark data lives."""
+"""Shared pytest configuration: markers, and where the benchmark data lives ($MFTLAUNCH_DATA_DIR,
+else the copy installed with the package)."""
 from __future__ import annotations
 
 import os
@@ -6,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from jobs.code_benchmarks.data import default_data_dir
+
 REPO = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("MFTLAUNCH_DATA_DIR") or REPO.parent / "shared" / "data")
+DATA_DIR = default_data_dir()
 
 
 def pytest_configure(config: pytest.Config) -> None:

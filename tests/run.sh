@@ -8,5 +8,4 @@ bash tests/cluster/cluster.sh up
 eval "$(bash tests/cluster/cluster.sh env)"
 # Tests marked `slurm` fail (instead of skipping) when the cluster is not up.
 export MFTLAUNCH_REQUIRE_SLURM=1
-export MFTLAUNCH_DATA_DIR="${MFTLAUNCH_DATA_DIR:-$(cd .. && pwd)/shared/data}"
 exec .venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"

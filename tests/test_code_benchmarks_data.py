@@ -9,12 +9,18 @@ import pytest
 from launcher import contract
 from launcher.contract import shard_key
 from jobs.code_benchmarks.data import (
+    PACKAGED_DATA_DIR,
     DataError,
+    data_provenance,
+    default_data_dir,
     expected_size,
     language_of,
     load_benchmark,
+    pinned_sha256,
     relative_data_file,
+    resolve_data_dir,
     shard_range,
+    sha256_file,
 )
 from launcher.data_fetch import FILES
 
@@ -51,13 +57,34 @@ def test_missing_file_names_it_and_the_fetch_command(tmp_path):
     assert "mftlaunch data fetch" in message
 
 
-def test_no_data_dir(monkeypatch):
-    from jobs.code_benchmarks import data
+def test_data_dir_order_explicit_then_environment_then_packaged(tmp_path, monkeypatch):
+    monkeypatch.setenv("MFTLAUNCH_DATA_DIR", str(tmp_path / "env"))
+    assert resolve_data_dir(tmp_path / "mine") == tmp_path / "mine"
+    assert resolve_data_dir(None) == default_data_dir() == tmp_path / "env"
+    monkeypatch.delenv("MFTLAUNCH_DATA_DIR")
+    assert resolve_data_dir(None) == default_data_dir() == PACKAGED_DATA_DIR
+    data = load_benchmark("mbpp", None, limit=2)
+    assert data.path == PACKAGED_DATA_DIR / "mbpp" / "mbpp.jsonl" and data.matches_pin
 
-    monkeypatch.delenv("MFTLAUNCH_DATA_DIR", raising=False)
-    monkeypatch.setattr(data, "default_data_dir", lambda: None)
-    with pytest.raises(DataError, match="MFTLAUNCH_DATA_DIR"):
-        load_benchmark("mbpp", None)
+
+def test_packaged_copy_matches_its_pins_the_fetcher_and_the_sources_file():
+    pins = pinned_sha256()
+    assert sorted(pins) == sorted(item.relpath for item in FILES)
+    sources = (PACKAGED_DATA_DIR / "SOURCES.md").read_text(encoding="utf-8")
+    for item in FILES:
+        assert pins[item.relpath] == item.sha256
+        assert sha256_file(PACKAGED_DATA_DIR / item.relpath) == item.sha256
+        assert f"| {item.relpath} |" in sources and item.sha256 in sources and item.licence in sources
+    assert (PACKAGED_DATA_DIR / "LICENSE-humanevalpack").is_file() and (PACKAGED_DATA_DIR / "LICENSE-mbpp").is_file()
+
+
+def test_other_data_is_recorded_beside_the_pin(tmp_path, data_dir):
+    (tmp_path / "mbpp").mkdir()
+    text = (data_dir / "mbpp" / "mbpp.jsonl").read_text(encoding="utf-8")
+    (tmp_path / "mbpp" / "mbpp.jsonl").write_text(text.replace("Write a", "Write  a", 1), encoding="utf-8")
+    record = data_provenance(load_benchmark("mbpp", tmp_path))
+    assert record["data_pinned_sha256"] == pinned_sha256()["mbpp/mbpp.jsonl"]
+    assert record["data_sha256"] != record["data_pinned_sha256"] and record["data_matches_pin"] is False
 
 
 def test_truncated_or_damaged_file(tmp_path, data_dir):

@@ -228,11 +228,8 @@ def test_no_torch_import(tmp_path, data_dir):
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True)
 
 
-def test_default_data_dir(monkeypatch, tmp_path):
-    from jobs.code_benchmarks.data import default_data_dir
-
-    monkeypatch.setenv("MFTLAUNCH_DATA_DIR", str(tmp_path))
-    assert default_data_dir() == tmp_path
-    monkeypatch.delenv("MFTLAUNCH_DATA_DIR")
-    beside = REPO.parent / "shared" / "data"
-    assert default_data_dir() == (beside if beside.is_dir() else None)
+def test_prompts_without_any_data_dir_use_the_packaged_copy(tmp_path, monkeypatch):
+    monkeypatch.delenv("MFTLAUNCH_DATA_DIR", raising=False)
+    out = tmp_path / "p.json"
+    assert cli(["prompts", "--task", "mbpp", "--limit", "2", "--out", str(out)]) == 0
+    assert len(json.loads(out.read_text())) == 2

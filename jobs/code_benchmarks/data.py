@@ -1,9 +1,14 @@
 """Benchmark problems from a data directory: which file holds a benchmark, in which order.
 
-Layout of a data dir (what `mftlaunch data fetch` writes, and what ../shared/data holds)::
+Layout of a data dir (what `mftlaunch data fetch` writes, and what the package ships in
+`data/` beside this module, with SOURCES.md, the licences and SHA256SUMS)::
 
     humanevalpack/{python,js,java,cpp,go,rust}.jsonl   HumanEvalPack, 164 rows each
     mbpp/mbpp.jsonl                                     MBPP full, 974 rows
+
+Which directory: an explicit one (recipe `data_dir`, --data-dir), else `default_data_dir`, the
+one definition of the default ($MFTLAUNCH_DATA_DIR, else the packaged copy), so a fresh install
+evaluates offline.
 
 HumanEval (openai) is read from the *Python rows of HumanEvalPack*: its `prompt` and
 `canonical_solution` are byte-identical to openai's, and its `test` already ends with
@@ -13,8 +18,9 @@ MBPP's test split is task_id 11..510 (500 rows), the split both the bigcode harn
 competition fork score. Problems keep the dataset order; `limit` keeps the first N, as the
 reference harness's `--limit` does.
 
-The sha256 of the data file goes into every metrics file, because the data changed over time
-(HumanEvalPack Python/142 was fixed in 2024) and two runs are only comparable on the same bytes.
+The sha256 of the data file goes into every metrics file beside the pinned sum (`SHA256SUMS`),
+because the data changed over time (HumanEvalPack Python/142 was fixed in 2024) and two runs are
+only comparable on the same bytes.
 No torch here: the launcher reads this module.
 """
 from __future__ import annotations
@@ -33,6 +39,9 @@ from launcher.contract import ENV_DATA_DIR
 HUMANEVALPACK_SIZE = 164
 MBPP_TEST_IDS = range(11, 511)
 MBPP_SIZE = len(MBPP_TEST_IDS)
+
+#: The benchmark data installed with the package (package data, see SOURCES.md there).
+PACKAGED_DATA_DIR = Path(__file__).resolve().with_name("data")
 
 
 class DataError(Exception):
@@ -93,26 +102,53 @@ class BenchmarkData:
     def __len__(self) -> int:
         return len(self.problems)
 
+    @property
+    def pinned_sha256(self) -> str:
+        return pinned_sha256_of(self.benchmark)
 
-def default_data_dir() -> Optional[Path]:
+    @property
+    def matches_pin(self) -> bool:
+        return self.sha256 == self.pinned_sha256
+
+
+def default_data_dir() -> Path:
     """Where benchmark data is read from when nothing names a directory: $MFTLAUNCH_DATA_DIR,
-    else the pinned copy beside this checkout (../shared/data). The one definition of the default."""
+    else the copy installed with the package. The one definition of the default."""
     if os.environ.get(ENV_DATA_DIR):
         return Path(os.environ[ENV_DATA_DIR]).expanduser()
-    beside = Path(__file__).resolve().parents[3] / "shared" / "data"
-    return beside if beside.is_dir() else None
+    return PACKAGED_DATA_DIR
 
 
 def resolve_data_dir(data_dir: Optional[str | Path]) -> Path:
-    """The directory named (recipe, --data-dir, plan.json), else the default."""
+    """The directory named (recipe `data_dir`, --data-dir, plan.json), else the default."""
     if data_dir is None or str(data_dir) == "":
-        data_dir = default_data_dir()
-    if data_dir is None:
-        raise DataError(
-            "no benchmark data directory: set `data_dir:` in the recipe, pass --data-dir, or set "
-            "MFTLAUNCH_DATA_DIR (download the data with `mftlaunch data fetch --dest DIR`)"
-        )
+        return default_data_dir()
     return Path(data_dir).expanduser()
+
+
+def pinned_sha256() -> dict[str, str]:
+    """{relative data file: pinned sha256}, read from the packaged SHA256SUMS."""
+    sums: dict[str, str] = {}
+    for line in (PACKAGED_DATA_DIR / "SHA256SUMS").read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.lstrip("*")] = digest
+    return sums
+
+
+def pinned_sha256_of(benchmark: str) -> str:
+    return pinned_sha256()[relative_data_file(benchmark)]
+
+
+def data_provenance(data: "BenchmarkData") -> dict[str, Any]:
+    """What a job records about the data it used: the file, its sha256, the pinned sha256 and
+    whether they agree."""
+    return {
+        "data_file": str(data.path),
+        "data_sha256": data.sha256,
+        "data_pinned_sha256": data.pinned_sha256,
+        "data_matches_pin": data.matches_pin,
+    }
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -132,7 +168,8 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def load_benchmark(benchmark: str, data_dir: str | Path | None, limit: Optional[int] = None) -> BenchmarkData:
-    """Read a benchmark's problems (dataset order, first `limit`) and the sha256 of its file."""
+    """Read a benchmark's problems (dataset order, first `limit`) and the sha256 of its file,
+    from `resolve_data_dir(data_dir)`."""
     root = resolve_data_dir(data_dir)
     path = root / relative_data_file(benchmark)
     if not path.is_file():
