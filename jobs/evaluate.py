@@ -29,7 +29,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
-from jobs.code_benchmarks.data import BenchmarkData, language_of, load_benchmark
+from jobs.code_benchmarks.data import (
+    BenchmarkData,
+    DataError,
+    data_provenance,
+    language_of,
+    load_benchmark,
+    warn_if_not_pinned,
+)
+from jobs.results.data_identity import generation_data_sha256, generation_mismatch
 from jobs.results.generations import GenerationsError, fit_generations, load_generations, merge_shards
 from jobs.results.scoring import KS, pass_at_k, pass_at_k_summary, summarize
 from launcher.rundir import atomic_write_json, atomic_write_text, results_name
@@ -333,8 +341,7 @@ def _base_config(benchmark: str, data: BenchmarkData, settings: EvalSettings, li
     return {
         "benchmark": benchmark,
         "language": language_of(benchmark),
-        "data_file": str(data.path),
-        "data_sha256": data.sha256,
+        **data_provenance(data),
         "limit": limit,
         "sandbox": settings.sandbox,
         "workers": settings.resolved_workers(),
@@ -424,10 +431,16 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     recipe = ctx.recipe
     model_name = recipe.model.model_name
     data = load_benchmark(benchmark, ctx.data_dir, recipe.limit)
+    warn_if_not_pinned(data)
     generations, files = merge_shards(ctx.run_dir, benchmark, model_name, num_shards, len(data))
+    generated = generation_data_sha256(ctx.run_dir, benchmark)
+    mismatch = generation_mismatch(benchmark, data.sha256, generated)
+    if mismatch:
+        raise DataError(mismatch)
     settings = EvalSettings.from_stage(recipe.stages.evaluate)
     config = {
         **_base_config(benchmark, data, settings, recipe.limit),
+        "generation_data_sha256": generated,
         "model_name": model_name,
         "model_path": recipe.model.path,
         "recipe": recipe.name,

@@ -27,7 +27,7 @@ from types import SimpleNamespace
 from typing import Any, Optional, Sequence
 
 from jobs.code_benchmarks import prompts as pr
-from jobs.code_benchmarks.data import load_benchmark, shard_range
+from jobs.code_benchmarks.data import data_provenance, load_benchmark, shard_range, warn_if_not_pinned
 from jobs.generation.benchmark import generate_benchmark
 from jobs.generation.model_loading import effective_dtype, make_engine, pick_model
 from jobs.generation.settings import DecodeSettings, settings_from_stage
@@ -42,8 +42,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         return {}
     benchmark = item["benchmark"]
     shard, num_shards = int(item.get("shard", 0)), int(item.get("num_shards", 1))
-    data_dir = ctx.data_dir or recipe.data_dir
-    data = load_benchmark(benchmark, data_dir, recipe.limit)
+    data = load_benchmark(benchmark, ctx.data_dir or recipe.data_dir, recipe.limit)
+    warn_if_not_pinned(data)
     indices = list(shard_range(len(data.problems), shard, num_shards))
     fmt = pr.PromptFormat.from_stage(stage)
     model, tokenizer = pick_model(recipe, ctx.run_dir)
@@ -54,7 +54,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         dtype=effective_dtype(engine, recipe.model.dtype),
         should_stop=ctx.should_stop,
     )
-    return {**counts, "shard": shard, "num_shards": num_shards, "data_sha256": data.sha256}
+    return {**counts, "shard": shard, "num_shards": num_shards, **data_provenance(data)}
 
 
 def generate_standalone(
@@ -107,6 +107,7 @@ def generate_standalone(
     results = {}
     for benchmark in names:
         data = load_benchmark(benchmark, data_dir, limit)
+        warn_if_not_pinned(data)
         indices = list(shard_range(len(data.problems), shard, num_shards))
         results[benchmark] = generate_benchmark(engine, benchmark, data.problems, indices, fmt, settings,
                                                 Path(out_dir), name, model_id=str(model_dir), dtype=used_dtype)

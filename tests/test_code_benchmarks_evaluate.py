@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from jobs import evaluate
-from jobs.code_benchmarks.data import load_benchmark, shard_range
+from jobs.code_benchmarks.data import DataError, load_benchmark, shard_range
 from launcher.contract import shard_key
 from jobs.context import RequeueRequested
 from jobs.evaluate import GenerationsError, error_class, pass_at_k, pass_at_k_summary
@@ -241,6 +241,27 @@ def test_stage_requeue_keeps_partial_results_and_resumes(tmp_path, data_dir, mon
     assert fake.calls == [2, 2, 1]  # the first two programs did not run again
     assert counts["pass@1"] == pytest.approx(0.6)
     assert not (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").exists()
+
+
+def test_stage_refuses_generations_made_from_other_data(tmp_path, data_dir, monkeypatch):
+    fake = FakeSandbox()
+    monkeypatch.setattr(evaluate, "_default_assemble", lambda: fake.assemble)
+    monkeypatch.setattr(evaluate, "_default_execute_many", lambda: fake.execute_many)
+    monkeypatch.setattr(evaluate, "resolve_backend", lambda settings: "none")
+    ctx = _ctx(tmp_path, data_dir, _recipe(limit=2))
+    _write(ctx.run_dir.generate_dir("mbpp") / "generations_mbpp_tiny.json", [["PASS"], ["x"]])
+    items = [{"key": "mbpp", "benchmark": "mbpp", "shard": 0, "num_shards": 1}]
+    ctx.run_dir.plan_file.write_text(json.dumps({"jobs": [{"stage": "generate", "items": items}]}))
+    ctx.run_dir.mark_done("generate", 0, {"data_sha256": "f" * 64})
+    with pytest.raises(DataError, match="generations of mbpp were made from other benchmark data"):
+        evaluate.run_stage(ctx)
+    assert fake.calls == []
+    pinned = load_benchmark("mbpp", data_dir).sha256
+    ctx.run_dir.mark_done("generate", 0, {"data_sha256": pinned})
+    evaluate.run_stage(ctx)
+    config = json.loads((ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())["config"]
+    assert config["generation_data_sha256"] == {"mbpp": pinned}
+    assert config["data_sha256"] == config["data_pinned_sha256"] == pinned and config["data_matches_pin"]
 
 
 def test_stage_on_other_ranks_does_nothing(tmp_path, data_dir):

@@ -13,6 +13,7 @@ import pytest
 
 from jobs import collect as col
 from launcher import contract
+from jobs.code_benchmarks.data import pinned_sha256_of
 from launcher.recipe import Recipe, recipe_to_yaml
 from launcher.rundir import RunDir
 
@@ -135,6 +136,40 @@ def test_wrong_problem_count_is_a_failure(tmp_path):
     assert collection.tasks["mbpp"].status == "failed"
     assert "evaluated 499 of 500" in collection.tasks["mbpp"].reason
     assert collection.mean is None
+
+
+def _set_data_sha(run_dir: RunDir, task: str, sha: str) -> None:
+    path = run_dir.metrics_file(task, MODEL)
+    payload = json.loads(path.read_text())
+    payload["config"]["data_sha256"] = sha
+    path.write_text(json.dumps(payload), encoding="utf-8")
+
+
+def test_a_task_on_other_data_than_the_pinned_copy_the_others_used_is_refused(tmp_path):
+    run_dir = make_run(tmp_path)
+    for task in contract.ALL_BENCHMARKS:
+        _set_data_sha(run_dir, task, pinned_sha256_of(task))
+    assert col.gather_results(run_dir.root).complete
+    _set_data_sha(run_dir, "humanevalsynthesize-cpp", "0" * 64)
+    collection = col.gather_results(run_dir.root)
+    assert [r.task for r in collection.problems] == ["humanevalsynthesize-cpp"]
+    assert "refusing to mix data versions" in collection.tasks["humanevalsynthesize-cpp"].reason
+    assert collection.mean is None
+    loose = col.gather_results(*[run_dir.metrics_file(t, MODEL) for t in contract.ALL_BENCHMARKS])
+    assert [r.task for r in loose.problems] == ["humanevalsynthesize-cpp"]
+
+
+def test_generations_from_other_data_than_the_evaluation_are_refused(tmp_path):
+    run_dir = make_run(tmp_path)
+    items = [{"key": t, "benchmark": t, "shard": 0, "num_shards": 1} for t in contract.ALL_BENCHMARKS]
+    run_dir.plan_file.write_text(json.dumps({"jobs": [{"stage": "generate", "items": items}]}), encoding="utf-8")
+    for index, task in enumerate(contract.ALL_BENCHMARKS):
+        run_dir.mark_done("generate", index, {"data_sha256": "ab"})
+    assert col.gather_results(run_dir.root).complete
+    run_dir.mark_done("generate", list(contract.ALL_BENCHMARKS).index("mbpp"), {"data_sha256": "cd" * 32})
+    collection = col.gather_results(run_dir.root)
+    assert [r.task for r in collection.problems] == ["mbpp"]
+    assert "generations of mbpp were made from other benchmark data" in collection.tasks["mbpp"].reason
 
 
 def test_limited_run_is_complete_labelled_and_has_no_zip(tmp_path):

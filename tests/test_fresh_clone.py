@@ -64,7 +64,8 @@ def test_pip_install_ships_the_pinned_data(installed):
 
 
 def test_validate_and_prompts_from_a_fresh_clone(installed):
-    env, work, clone = installed["env"], installed["work"], installed["clone"]
+    work, clone = installed["work"], installed["clone"]
+    env = {**installed["env"], "MFTLAUNCH_PROFILES": str(clone / "cluster_profiles")}
     cli = [sys.executable, "-c", "import sys; from launcher.cli import main; sys.exit(main(sys.argv[1:]))"]
     done = _run(cli + ["validate", str(clone / "recipes" / "tiny_demo.yaml"), "--check-paths"], work, env)
     assert done.returncode == 0, done.stdout + done.stderr

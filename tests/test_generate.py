@@ -12,6 +12,7 @@ pytest.importorskip("transformers")
 
 from jobs import generate as gen  # noqa: E402
 from jobs.code_benchmarks import prompts as pr  # noqa: E402
+from jobs.code_benchmarks.data import pinned_sha256_of, sha256_file  # noqa: E402
 from jobs.context import RequeueRequested, StageContext  # noqa: E402
 from jobs.distributed import DistEnv  # noqa: E402
 from jobs.generation.benchmark import generate_benchmark  # noqa: E402
@@ -328,6 +329,9 @@ def test_shards_cover_every_problem_exactly_once(model_dir, data_dir, tmp_path):
         ctx = _ctx(tmp_path, data_dir, model_dir, item)
         counts = gen.run(ctx)
         assert counts["shard"] == shard and counts["num_shards"] == 3
+        # synthetic data: recorded as such beside the pinned sum
+        assert counts["data_sha256"] == sha256_file(data_dir / "humanevalpack" / "python.jsonl")
+        assert counts["data_pinned_sha256"] == pinned_sha256_of("humaneval") and counts["data_matches_pin"] is False
         out = ctx.run_dir.generate_dir(item["key"])
         raw = read_json(out / "generations_humaneval_tiny.raw.json")
         seen.extend(p["index"] for p in raw["problems"])

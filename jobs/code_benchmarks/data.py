@@ -140,6 +140,14 @@ def pinned_sha256_of(benchmark: str) -> str:
     return pinned_sha256()[relative_data_file(benchmark)]
 
 
+def warn_if_not_pinned(data: "BenchmarkData") -> None:
+    """Say so in the job's log when the data is not the pinned copy (the metrics record it too)."""
+    if not data.matches_pin:
+        print(f"mftlaunch: WARNING {data.path} (sha256 {data.sha256}) is not the pinned copy of {data.benchmark} "
+              f"(sha256 {data.pinned_sha256}); its scores are comparable only with runs on the same bytes",
+              flush=True)
+
+
 def data_provenance(data: "BenchmarkData") -> dict[str, Any]:
     """What a job records about the data it used: the file, its sha256, the pinned sha256 and
     whether they agree."""

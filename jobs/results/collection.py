@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from launcher import contract
 from jobs.code_benchmarks.data import expected_size
+from jobs.results.data_identity import generation_data_sha256, generation_mismatch, mixed_pin_reasons
 from launcher.contract import shard_key
 from launcher.rundir import RunDir, read_json
 
@@ -147,6 +148,13 @@ def read_task_metrics(task: str, path: Optional[Path], limit: Optional[int] = No
     return result
 
 
+def _refuse_mixed_data(tasks: dict[str, TaskResult]) -> None:
+    """Fail the tasks scored on other data than the pinned copy that the others used."""
+    reasons = mixed_pin_reasons((t, r.data_sha256) for t, r in tasks.items() if r.status == "ok")
+    for task, reason in reasons.items():
+        tasks[task].status, tasks[task].reason = "failed", reason
+
+
 def _element_errors(run_dir: RunDir, stage: str, benchmark: str) -> list[str]:
     """One-line reasons of failed elements of `stage` for `benchmark`, from the run's state."""
     try:
@@ -190,7 +198,12 @@ def gather_run_results(run_dir: str | Path) -> Collection:
             reasons = _element_errors(run_dir, "evaluate", task) + _element_errors(run_dir, "generate", task)
             if reasons:
                 result.reason += "; " + "; ".join(reasons)
+        elif result.status == "ok":
+            mismatch = generation_mismatch(task, result.data_sha256, generation_data_sha256(run_dir, task))
+            if mismatch:
+                result.status, result.reason = "failed", mismatch
         tasks[task] = result
+    _refuse_mixed_data(tasks)
     shards = recipe.stages.generate.shards if recipe.stages.generate else {}
     gen_files = {t: _shard_files(run_dir, t, model, shards.get(t, 1)) for t in contract.COMPETITION_SUITE if t in required}
     return Collection(model=model, tasks=tasks, required=required, limited=recipe.limit is not None,
@@ -234,6 +247,7 @@ def gather_file_results(sources: Sequence[str | Path], model: Optional[str] = No
         by_task[task] = path
     required = list(contract.COMPETITION_SUITE) + [t for t in contract.EXTRA_BENCHMARKS if t in by_task]
     tasks = {t: read_task_metrics(t, by_task.get(t)) for t in required}
+    _refuse_mixed_data(tasks)
     limited = any(r.limit is not None for r in tasks.values())
     gen_files: dict[str, list[Path]] = {}
     for task, file_model, path in _scan(paths, GENERATIONS_RE):
