@@ -163,7 +163,7 @@ def _exec_result(outcome: _Outcome, lang: str, be: Backend, started: float) -> E
 
 def execute(language: str, program: str, *, limits: Limits | None = None, backend: str | Backend = "auto",
             timeout: float | None = None, compile_limits: Limits | None = None,
-            image: str | None = None) -> ExecResult:
+            image: str | None = None, tests: str | None = None) -> ExecResult:
     """Compile (if needed) and run one FULL test program (solution + tests) in the sandbox.
 
     language:        python | js | java | cpp | go | rust (aliases: javascript, c++, ...)
@@ -174,9 +174,11 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
     timeout:         wall-clock seconds of the run step (overrides ``limits.wall_timeout_s``)
     compile_limits:  limits of the compile step (default: per-language)
     image:           Apptainer image (.sif) for backend="apptainer" (default $MFTLAUNCH_SANDBOX_IMAGE)
+    tests:           the appended test code, which ``program`` must end with: the runner then
+                     also requires proof that these tests ran completely (eval_sandbox.completeness)
 
     Never raises for anything the program does; raises ``SandboxUnavailable`` / ``ValueError``
-    for a missing backend or an unknown language.
+    for a missing backend, an unknown language, or ``tests`` that ``program`` does not end with.
     """
     runner = get_runner(language)
     lang = runner.language
@@ -188,7 +190,8 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
     try:
         ctx = Context(scratch=work, cwd=be.cwd_in_sandbox(work), marker=marker, token=secrets.token_hex(6),
                       compile_limits=compile_limits or default_limits(lang, "compile"),
-                      run_limits=run_limits, paths=be.paths())
+                      run_limits=run_limits, paths=be.paths(), tests=tests,
+                      tick_token="MFT" + secrets.token_hex(16))
         compile_step, run_step_ = runner.build(program, ctx)
         outcome = None
         if compile_step is not None:
@@ -200,18 +203,19 @@ def execute(language: str, program: str, *, limits: Limits | None = None, backen
         _rmtree(root)
 
 
-def execute_many(jobs: list[tuple[str, str]], workers: int = 1, **kw) -> list[ExecResult]:
-    """Run ``(language, program)`` jobs on ``workers`` threads (each job is its own sandboxed
-    process tree); results come back in the order of ``jobs``. ``kw`` goes to :func:`execute`.
+def execute_many(jobs: list[tuple[str, ...]], workers: int = 1, **kw) -> list[ExecResult]:
+    """Run ``(language, program)`` or ``(language, program, tests)`` jobs on ``workers`` threads
+    (each job is its own sandboxed process tree); results come back in the order of ``jobs``.
+    ``kw`` goes to :func:`execute`.
     An unexpected internal error in one job is reported as status ``killed`` for that job."""
     backend = kw.pop("backend", "auto")
     be = get_backend(backend, image=kw.pop("image", None)) if isinstance(backend, str) else backend
 
     def one(job):
-        lang, prog = job
+        lang, prog, *tests = job
         t0 = time.monotonic()
         try:
-            return execute(lang, prog, backend=be, **kw)
+            return execute(lang, prog, backend=be, tests=tests[0] if tests else None, **kw)
         except Exception as e:  # noqa: BLE001
             return ExecResult(status="killed", passed=False, returncode=None, stdout_tail="",
                               stderr_tail="", duration_s=time.monotonic() - t0, language=lang,

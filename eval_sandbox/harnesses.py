@@ -10,24 +10,31 @@ marker was seen (and the exit status is 0). Early ``exit(0)`` therefore scores `
 
 # ----------------------------------------------------------------------------- python
 # Run with `python3 -I -B -c PY_DRIVER`. exec() with an empty globals dict, as the reference
-# harness does (so `if __name__ == "__main__":` blocks do not run). Exit codes tell the runner
-# what happened without parsing stderr: 2 syntax error, 3 assertion failed, 4 SystemExit
-# (exit() before the tests finished), 1 any other exception.
+# harness does (so `if __name__ == "__main__":` blocks do not run). stdin: the marker, then
+# "<tick name> <expected ticks>" (eval_sandbox.completeness). Before running anything the driver
+# checks that the appended tests (tests.py, when present) are the last statements of prog.py
+# exactly as they parse alone, so a generation cannot swallow or decorate them. Exit codes tell
+# the runner what happened without parsing stderr: 2 syntax error, 3 assertion failed,
+# 4 SystemExit (exit() before the tests finished), 5 the tests parse differently inside the
+# program, 6 the tick after the tests did not run as expected, 1 any other exception.
 PY_DRIVER = r'''
 def _mft_main():
     import os, sys
-    b = b""
-    while not b.endswith(b"\n") and len(b) < 256:
-        c = os.read(0, 1)
-        if not c:
-            break
-        b += c
-    marker = b.strip()
+    def line():
+        b = b""
+        while not b.endswith(b"\n") and len(b) < 256:
+            c = os.read(0, 1)
+            if not c:
+                break
+            b += c
+        return b.strip()
+    marker = line()
+    tick = line().decode("ascii", "replace").split()
     fd = os.open(os.devnull, os.O_RDONLY)
     os.dup2(fd, 0)
     os.close(fd)
     write, exit_, err = os.write, os._exit, sys.stderr
-    import traceback
+    import traceback, ast, builtins
     fmt = traceback.format_exc
     def flush():
         for s in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
@@ -48,6 +55,21 @@ def _mft_main():
         code = compile(src, "prog.py", "exec")
     except BaseException:
         report(2)
+    if os.path.exists("tests.py"):
+        try:
+            with open("tests.py", "rb") as f:
+                want = [ast.dump(n) for n in ast.parse(f.read()).body]
+            got = [ast.dump(n) for n in ast.parse(src).body]
+        except BaseException:
+            want = got = None
+        if want is not None and got[-len(want) - 1:-1] != want:
+            write(2, b"mft-sandbox: the appended tests parse differently inside the program\n")
+            exit_(5)
+    ticks = [0]
+    if len(tick) == 2:
+        def _tick():
+            ticks[0] += 1
+        setattr(builtins, tick[0], _tick)
     try:
         exec(code, {})
     except AssertionError:
@@ -57,6 +79,9 @@ def _mft_main():
     except BaseException:
         report(1)
     flush()
+    if len(tick) == 2 and ticks[0] != int(tick[1]):
+        write(2, ("mft-sandbox: %d of %s appended tests ran\n" % (ticks[0], tick[1])).encode())
+        exit_(6)
     if marker:
         write(1, b"\n" + marker + b"\n")
     exit_(0)
@@ -102,11 +127,19 @@ JS_PRELUDE = r'''
 '''
 
 # ----------------------------------------------------------------------------- java
-# Compiled next to Main.java; run as `java MftSandboxHarness`. Calls Main.main, prints the
-# marker only if it returned. System.exit(0) inside the program skips the marker.
+# Compiled next to the program; run as `java MftSandboxHarness`. Calls `main` of the class the
+# runner found (`{main_class}`, the test's class), prints the marker only if it returned and the
+# tests' last statement ticked with the per-run token. System.exit(0) inside the program skips
+# the marker. Formatted per run with str.format ({{ }} are literal braces).
 JAVA_HARNESS = r'''
-public final class MftSandboxHarness {
-    public static void main(String[] args) throws Exception {
+public final class MftSandboxHarness {{
+    private static final String TOKEN = "{token}";
+    private static int ticks = 0;
+    public static synchronized void tick(String token) {{
+        if (TOKEN.equals(token)) ticks++;
+    }}
+    private static synchronized int ticks() {{ return ticks; }}
+    public static void main(String[] args) throws Exception {{
         java.io.FileInputStream in = new java.io.FileInputStream(java.io.FileDescriptor.in);
         StringBuilder sb = new StringBuilder();
         int c;
@@ -115,57 +148,78 @@ public final class MftSandboxHarness {
         final byte[] marker = ("\n" + sb.toString().trim() + "\n").getBytes("US-ASCII");
         final java.io.FileOutputStream out = new java.io.FileOutputStream(java.io.FileDescriptor.out);
         final java.io.PrintStream err = System.err;
-        try {
-            Main.main(args);
-        } catch (Throwable t) {
+        try {{
+            {main_class}.main(args);
+        }} catch (Throwable t) {{
             t.printStackTrace(err);
             err.flush();
             Runtime.getRuntime().halt(1);
-        }
+        }}
         System.out.flush();
         System.err.flush();
-        if (sb.length() > 0) { out.write(marker); out.flush(); }
+        int expected = {expected};
+        if (expected >= 0 && ticks() != expected) {{
+            err.println("mft-sandbox: " + ticks() + " of " + expected + " appended tests ran");
+            err.flush();
+            Runtime.getRuntime().halt(1);
+        }}
+        if (sb.length() > 0) {{ out.write(marker); out.flush(); }}
         Runtime.getRuntime().halt(0);
-    }
-}
+    }}
+}}
 '''
 
 # ----------------------------------------------------------------------------- go
 # A second test file of the same package. If the program defines TestMain itself, the build
 # fails (and the program is scored compile_error). init() functions of the program run
-# before TestMain; see the documented limits.
+# before TestMain; see the documented limits. Formatted per run with str.format: {tick} is the
+# per-run name the instrumented tests call, {expected} how many calls a complete run makes
+# (-1: not instrumented).
 GO_HARNESS = r'''package main
 
 import (
+	"fmt"
 	"os"
+	"sync/atomic"
 	"testing"
 )
 
-func TestMain(m *testing.M) {
+var {tick}_count int64
+
+func {tick}() {{ atomic.AddInt64(&{tick}_count, 1) }}
+
+func TestMain(m *testing.M) {{
 	var b []byte
 	one := make([]byte, 1)
-	for len(b) < 256 {
+	for len(b) < 256 {{
 		n, err := os.Stdin.Read(one)
-		if n == 0 || err != nil || one[0] == '\n' {
+		if n == 0 || err != nil || one[0] == '\n' {{
 			break
-		}
+		}}
 		b = append(b, one[0])
-	}
-	if f, err := os.Open(os.DevNull); err == nil {
+	}}
+	if f, err := os.Open(os.DevNull); err == nil {{
 		os.Stdin = f
-	}
+	}}
 	out := os.NewFile(1, "mft-stdout")
 	code := m.Run()
-	if code == 0 && len(b) > 0 {
+	expected := int64({expected})
+	if got := atomic.LoadInt64(&{tick}_count); code == 0 && expected >= 0 && got != expected {{
+		fmt.Fprintf(os.NewFile(2, "mft-stderr"), "mft-sandbox: %d of %d appended tests ran\n", got, expected)
+		os.Exit(1)
+	}}
+	if code == 0 && len(b) > 0 {{
 		out.Write([]byte("\n" + string(b) + "\n"))
-	}
+	}}
 	os.Exit(code)
-}
+}}
 '''
 
 # ----------------------------------------------------------------------------- C (for C++ and Rust)
 # Linked with `-Wl,--wrap=main`: the C runtime calls __wrap_main, which calls the program's
-# real main and prints the marker only if it returned 0. The marker is read in a constructor
+# real main and prints the marker only if it returned 0 and the instrumented tests called
+# mft_sandbox_tick with the run's token as often as stdin's second line ("<expected> <token>")
+# says (eval_sandbox.completeness). The marker is read in a constructor
 # of priority 101 (before C++ static initialisers of default priority) with raw system calls,
 # so a program that interposes read()/write()/_exit() cannot intercept it.
 # mft_sandbox_assert_fail is what the runner's rewritten C++ `assert` calls.
@@ -195,6 +249,31 @@ static long mft_sys(long n, long a, long b, long c) {
 
 static char mft_marker[258];
 static long mft_marker_len = 0;
+static char mft_tick_token[80];
+static long mft_ticks_expected = -1;
+static long mft_ticks = 0;
+
+static long mft_read_line(char *buf, long cap) {
+    long n = 0;
+    while (n < cap - 1) {
+        char ch;
+        long r = mft_sys(SYS_read, 0, (long)&ch, 1);
+        if (r <= 0 || ch == '\n') break;
+        buf[n++] = ch;
+    }
+    buf[n] = 0;
+    return n;
+}
+
+static int mft_streq(const char *a, const char *b) {
+    while (*a && *a == *b) { a++; b++; }
+    return *a == *b;
+}
+
+void mft_sandbox_tick(const char *token) {
+    if (token && mft_tick_token[0] && mft_streq(token, mft_tick_token))
+        __atomic_add_fetch(&mft_ticks, 1, __ATOMIC_SEQ_CST);
+}
 
 __attribute__((constructor(101))) static void mft_read_marker(void) {
     long n = 1;
@@ -207,6 +286,18 @@ __attribute__((constructor(101))) static void mft_read_marker(void) {
     }
     mft_marker[n++] = '\n';
     mft_marker_len = n > 2 ? n : 0;
+    char line[100];
+    long len = mft_read_line(line, sizeof line);
+    if (len > 0) {
+        long expected = 0, i = 0;
+        while (i < len && line[i] >= '0' && line[i] <= '9') expected = expected * 10 + (line[i++] - '0');
+        if (i > 0 && i < len && line[i] == ' ') {
+            long t = 0;
+            for (i++; i < len && t < (long)sizeof mft_tick_token - 1; i++) mft_tick_token[t++] = line[i];
+            mft_tick_token[t] = 0;
+            mft_ticks_expected = expected;
+        }
+    }
     long fd = mft_sys(SYS_openat, AT_FDCWD, (long)"/dev/null", O_RDONLY);
     if (fd >= 0) {
         mft_sys(SYS_dup3, fd, 0, 0);
@@ -218,6 +309,13 @@ int __real_main(int argc, char **argv, char **envp);
 
 int __wrap_main(int argc, char **argv, char **envp) {
     int rc = __real_main(argc, argv, envp);
+    long ticks = __atomic_load_n(&mft_ticks, __ATOMIC_SEQ_CST);
+    if (rc == 0 && mft_ticks_expected >= 0 && ticks != mft_ticks_expected) {
+        static const char a[] = "mft-sandbox: appended tests did not all run\n";
+        fflush(NULL);
+        mft_sys(SYS_write, 2, (long)a, sizeof(a) - 1);
+        return 1;
+    }
     if (rc == 0 && mft_marker_len > 0) {
         fflush(NULL);
         mft_sys(SYS_write, 1, (long)mft_marker, mft_marker_len);

@@ -126,10 +126,10 @@ def _record(index: int, sample: int, task_id: Any, program: str, result: Any) ->
     }
 
 
-def _default_assemble() -> Callable[[str, dict, str], tuple[str, str]]:
+def _default_assemble() -> Callable[[str, dict, str], tuple[str, ...]]:
     from jobs.code_benchmarks import assembly  # written beside the sandbox; imported when needed
 
-    return assembly.assemble
+    return assembly.assemble_checked
 
 
 def _default_execute_many() -> Callable[..., list]:
@@ -206,7 +206,7 @@ class BatchEvaluator:
 
     benchmark: str
     data: BenchmarkData
-    assemble: Callable[[str, dict, str], tuple[str, str]]
+    assemble: Callable[[str, dict, str], tuple[str, ...]]
     execute_many: Callable[..., list]
     workers: int
     execute_kwargs: dict[str, Any]
@@ -226,7 +226,7 @@ class BatchEvaluator:
 
 
 def _evaluator(benchmark: str, data: BenchmarkData, settings: EvalSettings,
-               assemble: Optional[Callable[[str, dict, str], tuple[str, str]]],
+               assemble: Optional[Callable[[str, dict, str], tuple[str, ...]]],
                execute_many: Optional[Callable[..., list]]) -> BatchEvaluator:
     """The evaluator with the real sandbox (backend resolved once, up front) unless hooks are given."""
     backend: Any = settings.sandbox
@@ -295,7 +295,7 @@ def execute_generations(
     *,
     partial_path: Optional[Path] = None,
     should_stop: Callable[[], bool] = lambda: False,
-    assemble: Optional[Callable[[str, dict, str], tuple[str, str]]] = None,
+    assemble: Optional[Callable[[str, dict, str], tuple[str, ...]]] = None,
     execute_many: Optional[Callable[..., list]] = None,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
 ) -> list[dict[str, Any]]:

@@ -19,6 +19,8 @@ class Context:
     compile_limits: Limits | None
     run_limits: Limits
     paths: toolchain.Paths = field(default_factory=toolchain.Paths)
+    tests: str | None = None  # the appended tests (a suffix of the program), when the caller names them
+    tick_token: str = ""      # per-run secret the instrumented tests pass to the harness
 
 
 @dataclass
@@ -78,6 +80,14 @@ class Runner:
         errs = [l for l in lines if "error" in l.lower()] or lines
         first = errs[0][:200] if errs else ""
         return Verdict("compile_error", first or "compiler exited with status %s" % res.returncode)
+
+    def tests_disabled(self, stderr: str) -> Verdict | None:
+        """The harness said the appended tests did not all run (eval_sandbox.completeness)."""
+        for line in stderr.splitlines():
+            if line.startswith("mft-sandbox: ") and "appended tests" in line:
+                return Verdict("failed", "the tests did not run completely (the generation disabled, skipped "
+                                         "or shortened them): " + line[len("mft-sandbox: "):].strip())
+        return None
 
     def accept(self, stdout: str, stderr: str) -> Verdict:
         """The harness printed the marker and exited 0. Languages with extra pass rules

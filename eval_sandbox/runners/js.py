@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from .. import harnesses
+from .. import completeness, harnesses
 from ..backends import Mounts
 from .base import Context, Runner, Step, Verdict, base_env, write
 
@@ -21,6 +21,8 @@ class JsRunner(Runner):
 
     def build(self, program, ctx: Context):
         name = f"__mft_assert_{ctx.token}"
+        if ctx.tests is not None:
+            completeness.split_tests(program, ctx.tests)
         src = _CONSOLE_ASSERT.sub(name, program)
         src = src + f"\n;{name}_done();\n"
         write(ctx, "test.js", src)

@@ -173,6 +173,13 @@ def assemble(benchmark: str, problem: dict, program: str) -> tuple[str, str]:
     return lang, candidate(benchmark, problem, program) + "\n" + tests_of(benchmark, problem)
 
 
+def assemble_checked(benchmark: str, problem: dict, program: str) -> tuple[str, str, str]:
+    """(language, full program text, the appended tests): with the tests named,
+    :func:`eval_sandbox.execute` also requires proof that they ran completely."""
+    lang, text = assemble(benchmark, problem, program)
+    return lang, text, tests_of(benchmark, problem)
+
+
 # ----------------------------------------------------------------------------- reference programs
 
 def prompt_base(benchmark: str, problem: dict) -> str:

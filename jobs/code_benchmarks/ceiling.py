@@ -97,7 +97,7 @@ def sample_indices(n: int, k: int, named: list[int]) -> list[int]:
 
 
 def build_jobs(data_dir: Path, sets: list[str], full: bool, per_set: int, languages=LANGS):
-    """[(set, benchmark, task_id, expect, language, program)]"""
+    """[(set, benchmark, task_id, expect, language, program, tests)]"""
     jobs = []
     for lang in languages:
         rows = _read_jsonl(data_dir / "humanevalpack" / f"{FILE_LANG[lang]}.jsonl")
@@ -115,8 +115,8 @@ def build_jobs(data_dir: Path, sets: list[str], full: bool, per_set: int, langua
                 continue
             for i in idx:
                 row = rows[i]
-                language, program = A.assemble(b, row, make(b, row))
-                jobs.append((s, b, row["task_id"], expect, language, program))
+                language, program, tests = A.assemble_checked(b, row, make(b, row))
+                jobs.append((s, b, row["task_id"], expect, language, program, tests))
     if "mbpp" in sets:
         rows = [r for r in _read_jsonl(data_dir / "mbpp" / "mbpp.jsonl") if 11 <= int(r["task_id"]) <= 510]
         rows.sort(key=lambda r: int(r["task_id"]))
@@ -124,8 +124,8 @@ def build_jobs(data_dir: Path, sets: list[str], full: bool, per_set: int, langua
         idx = range(len(rows)) if full else sample_indices(len(rows), per_set, named)
         for i in idx:
             row = rows[i]
-            language, program = A.assemble("mbpp", row, A.canonical_program("mbpp", row))
-            jobs.append(("mbpp", "mbpp", str(row["task_id"]), "pass", language, program))
+            language, program, tests = A.assemble_checked("mbpp", row, A.canonical_program("mbpp", row))
+            jobs.append(("mbpp", "mbpp", str(row["task_id"]), "pass", language, program, tests))
     return jobs
 
 
@@ -154,7 +154,7 @@ def run(data_dir: Path | None = None, *, full: bool = False, workers: int = 2, s
     total_programs = 0
     for (s, b), js in groups.items():
         t0 = time.monotonic()
-        results = execute_many([(j[4], j[5]) for j in js], workers=workers, backend=backend)
+        results = execute_many([(j[4], j[5], j[6]) for j in js], workers=workers, backend=backend)
         wall = time.monotonic() - t0
         total_programs += len(js)
         passed = sum(r.passed for r in results)
