@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from jobs.code_benchmarks.data import load_benchmark
-from jobs.code_benchmarks.postprocess import cut_at_first, is_finished, pick_code_block, postprocess, remove_last_block
+from jobs.code_benchmarks.postprocess import (
+    cut_at_first,
+    is_finished,
+    pick_code_block,
+    postprocess,
+    reference_eos,
+    remove_last_block,
+)
 from jobs.code_benchmarks.prompts import PromptFormat
 
 PY = {
@@ -58,8 +65,8 @@ CASES = [
     ("humanevalsynthesize-python", PY, "instruct", "\n    return a + b\n", PY_HEAD + "\n    return a + b"),
     ("humanevalsynthesize-python", PY, "competition", "    return a + b\n<|im_end|>", PY_HEAD + "\n    return a + b"),
     ("humanevalsynthesize-python", PY, "competition", "    return a + b<|endoftext|>junk", PY_HEAD + "\n    return a + b"),
-    ("humanevalsynthesize-python", PY, "competition", "    return a + b\n\nprint(add(1, 2))", PY_HEAD + "\n    return a + b"),
-    ("humanevalsynthesize-python", PY, "competition", "    return a + b\n\n\ndef helper():\n    pass\n", PY_HEAD + "\n    return a + b"),
+    ("humanevalsynthesize-python", PY, "competition", "    return a + b\n\nprint(add(1, 2))", PY_HEAD + "\n    return a + b\n"),
+    ("humanevalsynthesize-python", PY, "competition", "    return a + b\n\n\ndef helper():\n    pass\n", PY_HEAD + "\n    return a + b\n\n"),
     ("humanevalsynthesize-python", PY, "competition", "    return a + b\n```\nThat is it.", PY_HEAD + "\n    return a + b"),
     # a fence at column 0 before the code ends the body at once: nothing of the answer survives
     ("humanevalsynthesize-python", PY, "competition", FENCED, PY_HEAD),
@@ -97,7 +104,7 @@ CASES = [
     ("humanevalsynthesize-java", JAVA, "competition", "", JAVA_HEAD),
     ("humanevalsynthesize-go", GO, "competition", "    return a + b\n}\n\nfunc main() {\n}\n", GO_HEAD + "\n    return a + b\n}"),
     # "struct" is a Go stop word, even inside the body
-    ("humanevalsynthesize-go", GO, "competition", "    type p struct{ x int }\n    return a + b\n}\n", GO_HEAD + "\n    type p"),
+    ("humanevalsynthesize-go", GO, "competition", "    type p struct{ x int }\n    return a + b\n}\n", GO_HEAD + "\n    type p "),
     ("humanevalsynthesize-rust", RUST, "competition", "    a + b\n}\n\nfn other() {}\n",
      "fn main(){}\n\nfn add(a: i32, b: i32) -> i32{\n    a + b\n}"),
     ("humanevalfixtests-rust", RUST, "competition", "    a + b\n}\n",
@@ -133,15 +140,21 @@ def test_postprocess_table(benchmark, row, fmt, completion, expected):
     assert postprocess(benchmark, row, completion, fmt) == expected
 
 
-def test_extra_eos_from_tokenizer():
-    # `</s>` is no default eos of `competition`; the generation job passes the tokenizer's
-    assert postprocess("humanevalsynthesize-python", PY, "    return a + b</s>x", "competition") == PY_HEAD + "\n    return a + b</s>x"
-    assert postprocess("humanevalsynthesize-python", PY, "    return a + b</s>x", "competition", ["</s>"]) == PY_HEAD + "\n    return a + b"
+def test_which_string_is_the_eos_token():
+    # instruct (upstream): the tokenizer's eos is a stop word
+    assert postprocess("humanevalsynthesize-python", PY, "\n    return a + b</s>x", "instruct", ["</s>"]) == PY_HEAD + "\n    return a + b"
+    # competition (the fork): `--eos <|im_end|>` replaces the tokenizer's, so `</s>` is plain text ...
+    assert postprocess("humanevalsynthesize-python", PY, "    return a + b</s>x", "competition", ["</s>"]) == PY_HEAD + "\n    return a + b</s>x"
+    # ... unless the recipe names it (MFTCoder's --eos); then every occurrence is removed
+    fmt = PromptFormat(name="competition", eos=("</s>",))
+    assert postprocess("humanevalsynthesize-python", PY, "    return a + b</s>x", fmt) == PY_HEAD + "\n    return a + bx"
+    assert reference_eos("competition", ["</s>"]) == "<|im_end|>" and reference_eos("instruct", ["</s>"]) == "</s>"
+    assert reference_eos("instruct") == "<|endoftext|>" and reference_eos(fmt) == "</s>"
 
 
 def test_custom_suffix_inside_completion_becomes_newline():
     fmt = PromptFormat(name="custom", prefix="<U>", suffix="<A>", eos=("<E>",))
-    got = postprocess("mbpp", MBPP, "def add(a, b):<A>    return a + b<E>more", fmt)
+    got = postprocess("mbpp", MBPP, "def add(a, b):<A>    return a + b<E>", fmt)
     assert got == MBPP_HEAD + "def add(a, b):\n    return a + b\n"
 
 

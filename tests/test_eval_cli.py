@@ -87,7 +87,7 @@ def test_postprocess_command(tmp_path, data_dir):
                 "--completions", str(src), "--out", str(out)]) == 0
     got = json.loads(out.read_text())
     assert [g["index"] for g in got] == [2, 0]
-    assert got[0]["program"] == rows[2]["prompt"].rstrip() + "\n" + rows[2]["canonical_solution"].rstrip()
+    assert got[0]["program"] == rows[2]["prompt"].rstrip() + "\n" + rows[2]["canonical_solution"] + "\n"
     assert got[1]["program"] == rows[0]["prompt"].rstrip()
     assert got[0]["program"] == postprocess("humanevalsynthesize-python", rows[2], completions[0]["completion"], "competition")
 

@@ -1,23 +1,30 @@
 """Turn a model's completion into the program the reference harness would have saved.
 
-The reference harness decodes prompt + completion, removes the prefix, slices off the task prompt
-(`generation[len(prompt):]`) and post-processes what is left. We receive only the completion, so
-`reference_tail` rebuilds exactly what that slice held, and the task rules run on it:
+The reference harness decodes prompt + completion as one string and post-processes that string;
+`postprocess` does the same, step by step, on the string the reference would have decoded
+(docs/EVALUATION.md, "Saved programs", lists every rule with its source):
 
-1. stop sequences: the completion is cut at the first stop word or eos string, as generation
-   would have stopped there (the harness's stopping criteria look at the new text only);
-2. fork conventions (every format but `instruct`): a wrapper suffix inside the completion becomes
-   "\\n"; the newline the fork appended to the prompt, and the "\\n" its suffix replacement leaves,
-   lead the tail (so a stop word such as "\\ndef" can match at the very start, as in the fork);
-3. the task's post-processing:
-   - HumanEvalPack (synthesize, fixtests): `remove_last_block` on the right-stripped tail: cut at
-     stop words; Python keeps lines up to the first non-empty line that is not indented (so a
-     markdown fence at column 0 ends the body); brace languages cut after the `}` that closes the
+1. the decoded text: the reference slices its prefix (the format's wrapper) off, so it holds the
+   prompt contents + the wrapper suffix + the completion (`decoded_generation`). Every format but
+   `instruct` follows the MFTCoder competition fork here: the prompt contents end with a "\\n"
+   the fork appends, every occurrence of the wrapper suffix becomes "\\n", then every occurrence of
+   the eos token is removed (`str.replace`, not a cut: text after it stays);
+2. the task's post-processing, on that text, with the task's stop words plus the eos token (the
+   harness appends the tokenizer's eos to every task's stop words):
+   - HumanEvalPack (synthesize, fixtests): `generation[len(prompt):]` right-stripped FIRST, then
+     `remove_last_block`: cut at each stop word, then Python keeps the lines before the first
+     non-empty line that is not indented; brace languages cut after the `}` that closes the
      function, else after the last `}` (Java: also drops a `main` and closes the class). The
-     program is the prompt base (docstring prompt / declaration), right-stripped, + that.
+     program is the prompt base (docstring prompt / declaration), right-stripped, + that;
    - MBPP: the fork first picks the code block (a ``` fenced block, else the first `def` up to
-     the next top-level line), then cuts at stop words; the program is the docstring prompt + it.
+     the next top-level line), then cuts at stop words; the program is the docstring prompt + it;
    - HumanEval: the stripped prompt + the tail cut at stop words.
+
+The eos token is the one string the reference removes or stops at: for `competition` the
+recipe's first `eos:` else `<|im_end|>` (MFTCoder's competition script passes `--eos <|im_end|>`,
+which replaces the tokenizer's); for `instruct` the tokenizer's eos (upstream ignores `--eos`),
+else `<|endoftext|>` (`reference_eos`). Other eos strings only stop generation; where they
+appear in a completion they are treated as the reference treats any text.
 
 An empty completion thus yields the bare prompt base, which fails its tests, as in the reference.
 """
@@ -29,6 +36,7 @@ from jobs.code_benchmarks.data import split_benchmark
 from jobs.code_benchmarks.prompts import (
     FormatLike,
     PromptFormat,
+    default_eos,
     eos_strings,
     prompt_base,
     prompt_contents,
@@ -114,16 +122,30 @@ def pick_code_block(text: str) -> str:
     return "".join(line + "\n" for line in out)
 
 
-def reference_tail(benchmark: str, problem: dict[str, Any], completion: str, fmt: FormatLike) -> str:
-    """What the reference harness's `generation[len(prompt):]` holds for this completion."""
+def reference_eos(fmt: FormatLike, tokenizer_eos: Sequence[str] = ()) -> str:
+    """The eos token the reference harness removes (fork) or stops at (upstream)."""
     fmt = PromptFormat.of(fmt)
-    if not fmt.fork_conventions:
-        return completion
+    if fmt.name == "instruct":
+        return next((e for e in tokenizer_eos if e), default_eos(fmt)[0])
+    if fmt.eos:
+        return fmt.eos[0]
+    defaults = default_eos(fmt)
+    return defaults[0] if defaults else next((e for e in tokenizer_eos if e), "")
+
+
+def decoded_generation(benchmark: str, problem: dict[str, Any], completion: str, fmt: FormatLike,
+                       eos_token: str) -> str:
+    """What the reference hands to the task's post-processing: the decoded prompt + completion
+    without the wrapper prefix; in fork formats the suffix becomes "\\n" and the eos token goes."""
+    fmt = PromptFormat.of(fmt)
     _prefix, suffix = wrapper(benchmark, fmt)
-    appended = prompt_contents(benchmark, problem, fmt)[len(task_prompt(benchmark, problem)):]
-    if suffix:
-        return appended + "\n" + completion.replace(suffix, "\n")
-    return appended + completion
+    text = prompt_contents(benchmark, problem, fmt) + suffix + completion
+    if fmt.fork_conventions:
+        if suffix:
+            text = text.replace(suffix, "\n")
+        if eos_token:
+            text = text.replace(eos_token, "")
+    return text
 
 
 def postprocess(
@@ -135,20 +157,20 @@ def postprocess(
 ) -> str:
     """The program the generation job saves for one completion (prompt base + cleaned code).
 
-    `completion` is the decoded new text only (special tokens kept). `eos` adds end-of-sequence
-    strings to the format's defaults, e.g. the tokenizer's eos token.
-    """
+    `completion` is the decoded new text only (special tokens kept). `eos` holds the tokenizer's
+    eos token (see `reference_eos` for which string counts as the eos token)."""
     fmt = PromptFormat.of(fmt)
-    words = stop_words(benchmark, fmt)
+    eos_token = reference_eos(fmt, eos)
+    words = stop_words(benchmark, fmt) + ([eos_token] if eos_token else [])
     family, lang = split_benchmark(benchmark)
-    completion = cut_at_first(completion, [*words, *eos_strings(fmt, eos)])
-    tail = reference_tail(benchmark, problem, completion, fmt)
+    prompt = task_prompt(benchmark, problem)
+    tail = decoded_generation(benchmark, problem, completion, fmt, eos_token)[len(prompt):]
     if family in ("humanevalsynthesize", "humanevalfixtests"):
         body = remove_last_block(lang or "python", tail.rstrip(), words)
         return prompt_base(benchmark, problem).rstrip() + body
     if family == "mbpp" and fmt.fork_conventions:
         tail = pick_code_block(tail)
-    return task_prompt(benchmark, problem) + cut_at_first(tail, words)
+    return prompt + cut_at_first(tail, words)
 
 
 def is_finished(benchmark: str, fmt: FormatLike, completion: str, eos: Sequence[str] = ()) -> bool:

@@ -55,7 +55,7 @@ _DEFAULT_EOS = {
     "instruct": ("<|endoftext|>",),
     "competition": ("<|im_end|>", "<|endoftext|>"),
     "chatml": ("<|im_end|>", "<|endoftext|>"),
-    "codefuse": ("<|role_start|>", "</s>", "<|endoftext|>"),
+    "codefuse": ("</s>", "<|role_start|>", "<|endoftext|>"),
     "custom": (),
 }
 
