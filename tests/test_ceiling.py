@@ -30,7 +30,8 @@ def test_sample_includes_named_problems():
 def test_build_jobs_shapes(data_dir):
     jobs = ceiling.build_jobs(data_dir, ["synthesize", "fixtests-buggy", "mbpp"], False, 20)
     per = {}
-    for s, b, task, expect, lang, prog in jobs:
+    for s, b, task, expect, lang, prog, tests in jobs:
+        assert prog.endswith(tests) and tests.strip()
         per.setdefault(b + "/" + s, []).append(task)
         assert expect == ("fail" if s == "fixtests-buggy" else "pass")
     assert len(per) == 13 and all(len(v) >= 20 for v in per.values())
