@@ -19,13 +19,15 @@ No torch here.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import os
 import platform
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -37,8 +39,15 @@ from jobs.code_benchmarks.data import (
     load_benchmark,
     warn_if_not_pinned,
 )
+from jobs.code_benchmarks.limits import reference_timeout_s
 from jobs.results.data_identity import generation_data_sha256, generation_mismatch
-from jobs.results.generations import GenerationsError, fit_generations, load_generations, merge_shards
+from jobs.results.generations import (
+    GenerationsError,
+    fit_generations,
+    generating_models,
+    load_generations,
+    merge_shards,
+)
 from jobs.results.scoring import KS, pass_at_k, pass_at_k_summary, summarize
 from launcher.rundir import atomic_write_json, atomic_write_text, results_name
 
@@ -63,7 +72,7 @@ class EvalSettings:
 
     sandbox: str = "auto"
     workers: Optional[int] = None
-    timeout_s: Optional[float] = None
+    timeout_s: Optional[float] = None  # None: the reference harness's timeout of each benchmark
     apptainer_image: Optional[str] = None
 
     @classmethod
@@ -75,6 +84,10 @@ class EvalSettings:
 
     def resolved_workers(self) -> int:
         return self.workers or default_workers()
+
+    def run_timeout_s(self, benchmark: str) -> float:
+        """Per-program run timeout: the recipe's, else the reference harness's for `benchmark`."""
+        return float(self.timeout_s) if self.timeout_s is not None else reference_timeout_s(benchmark)
 
 
 def default_workers() -> int:
@@ -227,15 +240,14 @@ class BatchEvaluator:
 
 def _evaluator(benchmark: str, data: BenchmarkData, settings: EvalSettings,
                assemble: Optional[Callable[[str, dict, str], tuple[str, ...]]],
-               execute_many: Optional[Callable[..., list]]) -> BatchEvaluator:
+               execute_many: Optional[Callable[..., list]], backend: Any = None) -> BatchEvaluator:
     """The evaluator with the real sandbox (backend resolved once, up front) unless hooks are given."""
-    backend: Any = settings.sandbox
     if execute_many is None:
         execute_many = _default_execute_many()
-        backend = resolve_backend(settings)
-    kwargs: dict[str, Any] = {"backend": backend}
-    if settings.timeout_s is not None:
-        kwargs["timeout"] = settings.timeout_s
+        backend = backend or resolve_backend(settings)
+    else:
+        backend = settings.sandbox
+    kwargs: dict[str, Any] = {"backend": backend, "timeout": settings.run_timeout_s(benchmark)}
     return BatchEvaluator(benchmark, data, assemble or _default_assemble(), execute_many,
                           settings.resolved_workers(), kwargs)
 
@@ -297,6 +309,7 @@ def execute_generations(
     should_stop: Callable[[], bool] = lambda: False,
     assemble: Optional[Callable[[str, dict, str], tuple[str, ...]]] = None,
     execute_many: Optional[Callable[..., list]] = None,
+    backend: Any = None,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
 ) -> list[dict[str, Any]]:
     """Run every (problem, sample) and return one record per sample, problem-major order.
@@ -304,7 +317,7 @@ def execute_generations(
     Work goes in chunks; after each chunk the records are appended to `partial_path` and
     `should_stop()` is asked. When it says stop, `StopRequested` is raised (the records so far are
     kept in the partial file and reused on the next call)."""
-    evaluator = _evaluator(benchmark, data, settings, assemble, execute_many)
+    evaluator = _evaluator(benchmark, data, settings, assemble, execute_many, backend)
     partial = PartialResults(partial_path)
     done = partial.load()
     todo = _pending(generations, done)
@@ -345,11 +358,42 @@ def _base_config(benchmark: str, data: BenchmarkData, settings: EvalSettings, li
         "limit": limit,
         "sandbox": settings.sandbox,
         "workers": settings.resolved_workers(),
-        "timeout_s": settings.timeout_s,
         "python": platform.python_version(),
         "host": platform.node(),
         "evaluated_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
+
+
+def execution_config(benchmark: str, settings: EvalSettings, backend: Any) -> dict[str, Any]:
+    """What really ran the programs: the backend `auto` resolved to, the limits of both steps
+    (the run timeout against the reference harness's), and the toolchain versions."""
+    from eval_sandbox.limits import default_limits
+    from jobs.code_benchmarks.assembly import split
+
+    language = split(benchmark)[1]
+    timeout = settings.run_timeout_s(benchmark)
+    run = default_limits(language, "run")
+    cpu = max(run.cpu_seconds, math.ceil(timeout)) if run.cpu_seconds is not None else None
+    compile_ = default_limits(language, "compile")
+    name = getattr(backend, "name", None) or settings.sandbox
+    return {
+        "sandbox_backend": name,
+        "timeout_s": timeout,
+        "reference_timeout_s": reference_timeout_s(benchmark),
+        "limits_comparable": timeout == reference_timeout_s(benchmark),
+        "limits": {"run": asdict(run.replace(wall_timeout_s=timeout, cpu_seconds=cpu)),
+                   "compile": asdict(compile_) if compile_ is not None else None},
+        "toolchain": ({"apptainer_image": os.environ.get("MFTLAUNCH_SANDBOX_IMAGE")} if name == "apptainer"
+                      else _host_toolchain()),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _host_toolchain() -> dict[str, Any]:
+    """Toolchain versions on this host (asked once per process: each asks six compilers)."""
+    from eval_sandbox import toolchain
+
+    return toolchain.describe()
 
 
 def _evaluate(
@@ -364,8 +408,10 @@ def _evaluate(
     **hooks: Any,
 ) -> dict[str, Any]:
     partial = results_path.with_name(results_path.name.removesuffix(".jsonl") + ".partial.jsonl")
+    backend = None if hooks.get("execute_many") else resolve_backend(settings)
+    config = {**config, **execution_config(benchmark, settings, backend)}
     records = execute_generations(benchmark, data, generations, settings, partial_path=partial,
-                                  should_stop=should_stop, **hooks)
+                                  should_stop=should_stop, backend=backend, **hooks)
     metrics, extra = summarize(records, len(data))
     payload = write_results(benchmark, metrics, {**config, **extra}, records, metrics_path, results_path)
     partial.unlink(missing_ok=True)
@@ -420,6 +466,15 @@ def _generate_config(recipe: Any) -> dict[str, Any]:
     }
 
 
+def _evaluated_model(run_dir: Any, benchmark: str, model_name: str, num_shards: int, base: str) -> Optional[str]:
+    """The model whose generations are scored (from the generation sidecars); the base model's
+    path only when no sidecar says otherwise."""
+    models = generating_models(run_dir, benchmark, model_name, num_shards)
+    if len(models) > 1:
+        raise GenerationsError(f"the shards of {benchmark} were generated by different models: {', '.join(models)}")
+    return models[0] if models else base
+
+
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Stage entry (docs/CONTRACTS.md): evaluate the benchmark of plan item `ctx.item`."""
     from jobs.context import RequeueRequested
@@ -442,7 +497,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         **_base_config(benchmark, data, settings, recipe.limit),
         "generation_data_sha256": generated,
         "model_name": model_name,
-        "model_path": recipe.model.path,
+        "model_path": _evaluated_model(ctx.run_dir, benchmark, model_name, num_shards, recipe.model.path),
+        "base_model_path": recipe.model.path,
         "recipe": recipe.name,
         **_generate_config(recipe),
         "generations": files,

@@ -187,6 +187,10 @@ class RunDir:
     def generations_file(self, item_key: str, benchmark: str, model: str) -> Path:
         return self.generate_dir(item_key) / generations_name(benchmark, model)
 
+    def generations_sidecar(self, item_key: str, benchmark: str, model: str) -> Path:
+        """Prompts, raw completions and the model that generated them, beside the generations."""
+        return self.generate_dir(item_key) / generations_name(benchmark, model, ".raw.json")
+
     def metrics_file(self, benchmark: str, model: str) -> Path:
         return self.evaluate_dir(benchmark) / metrics_name(benchmark, model)
 

@@ -15,7 +15,9 @@ from jobs import evaluate
 from jobs.code_benchmarks.data import DataError, load_benchmark, shard_range
 from launcher.contract import shard_key
 from jobs.context import RequeueRequested
+from jobs.code_benchmarks.limits import reference_timeout_s
 from jobs.evaluate import GenerationsError, error_class, pass_at_k, pass_at_k_summary
+from jobs.results.collection import read_task_metrics
 from launcher.recipe import Recipe
 from launcher.rundir import RunDir
 
@@ -121,6 +123,33 @@ def test_evaluate_file_with_fake_sandbox(tmp_path, data_dir):
     assert "AssertionError" in lines[1]["stderr_tail"]
     assert not list((tmp_path / "m").glob("*.partial.jsonl"))
     assert fake.kwargs[0]["backend"] == "none"
+    # the reference harness's limits by default, recorded
+    assert fake.kwargs[0]["timeout"] == 3.0
+    assert config["timeout_s"] == config["reference_timeout_s"] == 3.0 and config["limits_comparable"] is True
+    assert config["limits"]["run"]["wall_timeout_s"] == 3.0 and config["limits"]["compile"] is None
+    assert config["sandbox_backend"] == "none"
+
+
+def test_reference_timeouts_per_benchmark():
+    assert reference_timeout_s("mbpp") == reference_timeout_s("humaneval") == 3.0
+    assert reference_timeout_s("humanevalsynthesize-python") == 10.0
+    assert reference_timeout_s("humanevalfixtests-cpp") == 60.0 and reference_timeout_s("humanevalsynthesize-go") == 20.0
+    assert reference_timeout_s("humanevalsynthesize-java") == reference_timeout_s("humanevalsynthesize-js") == 10.0
+    assert reference_timeout_s("humanevalsynthesize-rust") == 30.0
+
+
+def test_a_raised_timeout_is_recorded_and_not_comparable(tmp_path, data_dir):
+    fake = FakeSandbox()
+    src = _write(tmp_path / "g.json", [["PASS"], ["x"]])
+    out = tmp_path / "metrics_humanevalsynthesize-cpp_tiny.json"
+    evaluate.evaluate_file("humanevalsynthesize-cpp", src, out, data_dir, limit=2, workers=1, timeout_s=90,
+                           assemble=fake.assemble, execute_many=fake.execute_many)
+    config = json.loads(out.read_text())["config"]
+    assert fake.kwargs[0]["timeout"] == 90.0
+    assert (config["timeout_s"], config["reference_timeout_s"], config["limits_comparable"]) == (90.0, 60.0, False)
+    assert config["limits"]["run"]["cpu_seconds"] >= 90 and config["limits"]["compile"]["wall_timeout_s"] > 0
+    result = read_task_metrics("humanevalsynthesize-cpp", out)
+    assert result.status == "ok" and result.not_comparable == "timeout 90.0 s, the reference uses 60.0 s"
 
 
 def test_evaluate_file_pass_at_k_with_samples(tmp_path, data_dir):
@@ -199,12 +228,14 @@ def test_stage_merges_shards_and_writes_contract_files(tmp_path, data_dir, monke
     for shard in range(2):
         part = [programs[i] for i in shard_range(5, shard, 2)]
         _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.json", part)
+        _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.raw.json", {"model": "/runs/r/merged"})
     counts = evaluate.run_stage(ctx)
     assert counts["pass@1"] == pytest.approx(0.4)
     assert counts["problems"] == 5 and counts["passed"] == 2
     metrics = json.loads((ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())
     assert metrics["mbpp"] == {"pass@1": pytest.approx(0.4)}
     assert metrics["config"]["model_name"] == "tiny" and metrics["config"]["prompt_format"] == "competition"
+    assert metrics["config"]["model_path"] == "/runs/r/merged" and metrics["config"]["base_model_path"] == "builtin:tiny-llama"
     assert len(metrics["config"]["generations"]) == 2
     results = (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.jsonl").read_text().splitlines()
     assert [json.loads(r)["passed"] for r in results] == [True, False, True, False, False]
@@ -326,6 +357,10 @@ def test_end_to_end_canonical_passes_buggy_fails(tmp_path, data_dir, benchmark, 
                                      sandbox="auto", workers=2, limit=limit)
     results = [json.loads(l) for l in (tmp_path / f"results_{benchmark}_ref.jsonl").read_text().splitlines()]
     assert payload[benchmark]["pass@1"] == 1.0, results
+    config = payload["config"]
+    assert config["sandbox"] == "auto" and config["sandbox_backend"] == "bubblewrap"
+    assert config["timeout_s"] == reference_timeout_s(benchmark) and config["limits_comparable"]
+    assert {"g++", "javac", "node", "go", "rustc"} <= set(config["toolchain"])
     if benchmark.startswith("humanevalfixtests"):
         buggy = _write(tmp_path / "buggy.json", [[_buggy(benchmark, r)] for r in rows])
         payload = evaluate.evaluate_file(benchmark, buggy, tmp_path / "buggy_metrics.json", data_dir,

@@ -172,6 +172,21 @@ def test_generations_from_other_data_than_the_evaluation_are_refused(tmp_path):
     assert "generations of mbpp were made from other benchmark data" in collection.tasks["mbpp"].reason
 
 
+def test_raised_limits_mark_the_run_not_comparable(tmp_path):
+    run_dir = make_run(tmp_path)
+    assert col.gather_results(run_dir.root).to_dict()["comparable"] is True
+    path = run_dir.metrics_file("humanevalsynthesize-rust", MODEL)
+    payload = json.loads(path.read_text())
+    payload["config"].update(timeout_s=120.0, reference_timeout_s=30.0, limits_comparable=False)
+    path.write_text(json.dumps(payload), encoding="utf-8")
+    collection = col.gather_results(run_dir.root)
+    assert collection.complete and collection.mean is not None  # the score stands, labelled
+    data = collection.to_dict()
+    assert data["comparable"] is False
+    assert data["not_comparable"] == {"humanevalsynthesize-rust": "timeout 120.0 s, the reference uses 30.0 s"}
+    assert "Not comparable with the reference harness" in col.render_markdown(collection)
+
+
 def test_limited_run_is_complete_labelled_and_has_no_zip(tmp_path):
     run_dir = make_run(tmp_path, limit=3)
     counts = col.run_stage(_ctx(run_dir))

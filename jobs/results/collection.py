@@ -46,6 +46,8 @@ class TaskResult:
     reason: str = ""
     metrics_path: Optional[str] = None
     data_sha256: Optional[str] = None
+    #: why the numbers are not comparable with the reference harness's ("" when they are)
+    not_comparable: str = ""
 
     @property
     def pass_at_1(self) -> Optional[float]:
@@ -77,6 +79,11 @@ class Collection:
         return all(t in self.tasks and self.tasks[t].status == "ok" for t in contract.COMPETITION_SUITE)
 
     @property
+    def not_comparable(self) -> dict[str, str]:
+        """{task: why} for tasks run with other limits than the reference harness's."""
+        return {r.task: r.not_comparable for r in self.ordered() if r.not_comparable}
+
+    @property
     def mean(self) -> Optional[float]:
         """Unweighted mean pass@1 of the 13 competition tasks; None unless all 13 are sound."""
         if not self.competition_complete:
@@ -104,6 +111,8 @@ class Collection:
             "source": self.source,
             "limited": self.limited,
             "complete": self.complete,
+            "comparable": not self.limited and not self.not_comparable,
+            "not_comparable": self.not_comparable,
             "mean_competition": mean,
             "humaneval": self.humaneval,
             "missing": [r.task for r in self.problems if r.status == "missing"],
@@ -114,6 +123,13 @@ class Collection:
                         for t in contract.COMPETITION_SUITE if t in self.tasks],
             "average": mean,
         }
+
+
+def _limits_note(config: dict[str, Any]) -> str:
+    """The run-time limits differ from the reference harness's: say how (the score still stands)."""
+    if config.get("limits_comparable") is not False:
+        return ""
+    return f"timeout {config.get('timeout_s')} s, the reference uses {config.get('reference_timeout_s')} s"
 
 
 def read_task_metrics(task: str, path: Optional[Path], limit: Optional[int] = None) -> TaskResult:
@@ -138,6 +154,7 @@ def read_task_metrics(task: str, path: Optional[Path], limit: Optional[int] = No
         task, "ok", metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         num_problems=got, expected_problems=expected, limit=use_limit, metrics_path=str(path),
         data_sha256=config.get("data_sha256"),
+        not_comparable=_limits_note(config),
     )
     if got is None:
         result.status, result.reason = "failed", f"{path}: config.num_problems is missing"

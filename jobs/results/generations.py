@@ -59,3 +59,18 @@ def fit_generations(generations: list[list[str]], num_problems: int, source: str
         return generations[:num_problems]
     hint = " (was it generated with a limit? pass the same --limit)" if len(generations) < num_problems else ""
     raise GenerationsError(f"{source}: holds {len(generations)} problems, the benchmark has {num_problems}{hint}")
+
+
+def generating_models(run_dir: Any, benchmark: str, model_name: str, num_shards: int) -> list[str]:
+    """The model each shard's generations came from, as its sidecar (`.raw.json`) records it: the
+    merged model when the run trained one, not the recipe's base model. Unknown shards are left out."""
+    models: list[str] = []
+    for shard in range(num_shards):
+        sidecar = run_dir.generations_sidecar(shard_key(benchmark, shard, num_shards), benchmark, model_name)
+        try:
+            model = json.loads(sidecar.read_text(encoding="utf-8")).get("model")
+        except (OSError, json.JSONDecodeError, AttributeError):
+            continue
+        if model and model not in models:
+            models.append(str(model))
+    return models

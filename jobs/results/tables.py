@@ -37,6 +37,8 @@ def _rows(collection: Collection) -> list[list[str]]:
 def _row(result: TaskResult) -> list[str]:
     problems = "" if result.num_problems is None else str(result.num_problems)
     note = result.reason or ("limited" if result.limit is not None else "")
+    if result.not_comparable:
+        note = (note + "; " if note else "") + "not comparable: " + result.not_comparable
     return [result.task, _fmt(result.pass_at_1), problems, result.status, note]
 
 
@@ -56,6 +58,9 @@ def render_markdown(collection: Collection) -> str:
     lines.append("HumanEval is reported beside the 13-task mean, not in it.")
     if collection.limited:
         lines.append("Limited run: only the first problems of each benchmark; not comparable, no submission.")
+    if collection.not_comparable:
+        lines.append("Not comparable with the reference harness: other run-time limits for "
+                     + ", ".join(collection.not_comparable) + " (the recipe's `stages.evaluate.timeout_s`).")
     if not collection.complete:
         lines.append("")
         lines.append("**Incomplete:** " + collection.problem_summary())
