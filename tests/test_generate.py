@@ -327,7 +327,7 @@ def test_shards_cover_every_problem_exactly_once(model_dir, data_dir, tmp_path):
     for shard in range(3):
         item = {"key": f"humaneval-s{shard}of3", "benchmark": "humaneval", "shard": shard, "num_shards": 3}
         ctx = _ctx(tmp_path, data_dir, model_dir, item)
-        counts = gen.run(ctx)
+        counts = gen.run_stage(ctx)
         assert counts["shard"] == shard and counts["num_shards"] == 3
         # synthetic data: recorded as such beside the pinned sum
         assert counts["data_sha256"] == sha256_file(data_dir / "humanevalpack" / "python.jsonl")
@@ -338,8 +338,8 @@ def test_shards_cover_every_problem_exactly_once(model_dir, data_dir, tmp_path):
         programs.extend(read_json(out / "generations_humaneval_tiny.json"))
     assert sorted(seen) == seen == list(range(7))  # contiguous slices, in order, each problem once
     whole = _ctx(tmp_path / "whole", data_dir, model_dir, {"key": "humaneval", "benchmark": "humaneval"})
-    gen.run(whole)
-    assert programs == read_json(whole.run.generate_dir("humaneval") / "generations_humaneval_tiny.json")
+    gen.run_stage(whole)
+    assert programs == read_json(whole.run_dir.generate_dir("humaneval") / "generations_humaneval_tiny.json")
 
 
 def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
@@ -347,11 +347,11 @@ def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
     ctx = _ctx(tmp_path, data_dir, model_dir, item)
     ctx.stop.requested = True
     with pytest.raises(RequeueRequested):
-        gen.run(ctx)
+        gen.run_stage(ctx)
     partial = ctx.run_dir.generate_dir("humaneval") / partial_filename("humaneval", "tiny")
     assert len(read_json(partial)["rows"]) == 4  # one batch saved
     ctx.stop.requested = False
-    assert gen.run(ctx)["problems"] == 7
+    assert gen.run_stage(ctx)["problems"] == 7
 
 
 def test_model_choice_prefers_override_then_merged(model_dir, tmp_path):
