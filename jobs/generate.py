@@ -29,7 +29,7 @@ from typing import Any, Optional, Sequence
 from jobs.code_benchmarks import prompts as pr
 from jobs.code_benchmarks.data import data_provenance, load_benchmark, shard_range, warn_if_not_pinned
 from jobs.generation.benchmark import generate_benchmark
-from jobs.generation.model_loading import effective_dtype, make_engine, pick_model
+from jobs.generation.model_loading import make_engine, pick_model
 from jobs.generation.settings import DecodeSettings, settings_from_stage
 from jobs.tiny_model import resolve_model_path
 
@@ -51,7 +51,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     counts = generate_benchmark(
         engine, benchmark, data.problems, indices, fmt, settings_from_stage(stage),
         ctx.run_dir.generate_dir(item["key"]), recipe.model.model_name, model_id=str(model),
-        dtype=effective_dtype(engine, recipe.model.dtype),
+        dtype=engine.dtype_used(recipe.model.dtype),
         should_stop=ctx.should_stop,
     )
     return {**counts, "shard": shard, "num_shards": num_shards, **data_provenance(data)}
@@ -103,7 +103,7 @@ def generate_standalone(
                               seed=seed, static_cache=static_cache or compile, compile=compile)
     spec = SimpleNamespace(dtype=dtype, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     engine = make_engine(backend, model_dir, tok_dir, spec, fmt, device)
-    used_dtype = effective_dtype(engine, dtype)
+    used_dtype = engine.dtype_used(dtype)
     results = {}
     for benchmark in names:
         data = load_benchmark(benchmark, data_dir, limit)

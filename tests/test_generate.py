@@ -16,6 +16,7 @@ from jobs.code_benchmarks.data import pinned_sha256_of, sha256_file  # noqa: E40
 from jobs.context import RequeueRequested, StageContext  # noqa: E402
 from jobs.distributed import DistEnv  # noqa: E402
 from jobs.generation.benchmark import generate_benchmark  # noqa: E402
+from jobs.generation.engine import StopRule  # noqa: E402
 from jobs.generation.hf_engine import HFEngine, cpu_threads  # noqa: E402
 from jobs.generation.model_loading import pick_model  # noqa: E402
 from jobs.generation.progress import partial_filename  # noqa: E402
@@ -138,7 +139,7 @@ def test_stop_sequence_cuts_its_row_only(engine):
     free = engine.generate(rows, None, settings)
     text = free[1].completion
     stop = next(text[i:i + 3] for i in range(8, len(text) - 3) if text[i:i + 3].strip() and text[i:i + 3] not in text[:i + 2])
-    stopped = engine.generate(rows, lambda t: stop in t, settings)
+    stopped = engine.generate(rows, StopRule(finished=lambda t: stop in t), settings)
     assert stopped[1].finish == "stop"
     assert stop in stopped[1].completion and stopped[1].new_tokens < 40
     assert text.startswith(stopped[1].completion)
@@ -250,15 +251,13 @@ class CountingEngine:
 
     def __init__(self, inner):
         self.inner, self.seen = inner, []
-        self.tokenizer, self.eos_ids, self.model_max, self.name = inner.tokenizer, inner.eos_ids, inner.model_max, "hf"
-        self.device = inner.device
 
-    def encode(self, prompt):
-        return self.inner.encode(prompt)
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
 
-    def generate(self, rows, finished, settings):
+    def generate(self, rows, stop, settings):
         self.seen.extend(r.key for r in rows)
-        return self.inner.generate(rows, finished, settings)
+        return self.inner.generate(rows, stop, settings)
 
 
 def test_restart_continues_from_partial_progress(engine, data_dir, tmp_path):

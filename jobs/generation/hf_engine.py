@@ -13,10 +13,12 @@ recipe's precision; CPU always runs fp32.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from jobs.generation.engine import StopRule
 from jobs.generation.rows import FinishedFn, Row, RowResult
 from jobs.generation.settings import DTYPES, DecodeSettings
 from jobs.generation.text import IncrementalText, decode_new_text
@@ -68,7 +70,7 @@ class RowStopper:
 
 
 class HFEngine:
-    """Batched generation with transformers' `generate`."""
+    """Batched generation with transformers' `generate` (a `GenerationEngine`)."""
 
     name = "hf"
 
@@ -103,10 +105,28 @@ class HFEngine:
         # unless the tokenizer adds one itself, as the reference harness does
         return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
 
-    def generate(self, rows: Sequence[Row], finished: Optional[FinishedFn], settings: DecodeSettings) -> list[RowResult]:
-        """Generate one batch of rows (the caller sorts and sizes the batches)."""
+    def batch_rows(self, settings: DecodeSettings) -> Optional[int]:
+        return settings.batch_size
+
+    def dtype_used(self, requested: str) -> str:
+        return "fp32" if self.device.type == "cpu" else requested
+
+    def generation_config(self) -> dict[str, Any]:
+        config = getattr(self.model, "generation_config", None)
+        try:
+            return json.loads(config.to_json_string(use_diff=True)) if config is not None else {}
+        except (AttributeError, TypeError, ValueError):
+            return {}
+
+    def generate(self, rows: Sequence[Row], stop: Optional[StopRule], settings: DecodeSettings) -> list[RowResult]:
+        """Generate one batch of rows (the caller sorts and sizes the batches). A sampled batch is
+        seeded from its first row, so the same batch gives the same text in any run."""
         import torch
         from transformers import GenerationConfig
+
+        finished = stop.finished if stop is not None else None
+        if not settings.greedy:
+            torch.manual_seed(settings.seed * 1_000_003 + rows[0].problem * 1009 + rows[0].sample)
 
         multiple = 64 if settings.static_cache else 8
         width = max(len(r.prompt_ids) for r in rows)

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from jobs.code_benchmarks import prompts as pr
+from jobs.generation.engine import GenerationEngine
 from jobs.generation.hf_engine import HFEngine
 from jobs.generation.vllm_engine import VLLMEngine
 from jobs.tiny_model import resolve_model_path
@@ -38,7 +39,7 @@ def pick_model(recipe: Any, run_dir: Any) -> tuple[Path, Path]:
 
 
 def make_engine(backend: str, model: Path, tokenizer: Path, model_spec: Any, fmt: pr.PromptFormat,
-                device: Optional[str] = None) -> HFEngine | VLLMEngine:
+                device: Optional[str] = None) -> GenerationEngine:
     """The engine of `backend` ("hf" or "vllm"); `model_spec` holds dtype, attn_implementation
     and trust_remote_code (the recipe's `model:` section)."""
     eos = pr.eos_strings(fmt)
@@ -47,8 +48,3 @@ def make_engine(backend: str, model: Path, tokenizer: Path, model_spec: Any, fmt
     return HFEngine.load(model, tokenizer, model_spec.dtype, device, model_spec.attn_implementation,
                          model_spec.trust_remote_code, eos)
 
-
-def effective_dtype(engine: Any, requested: str) -> str:
-    """What the engine really runs, for the sidecar and the progress fingerprint: CPU is always fp32."""
-    device = getattr(engine, "device", None)
-    return "fp32" if device is not None and device.type == "cpu" else requested

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
+from jobs.generation.engine import StopRule
 from jobs.generation.rows import Row, RowResult
 from jobs.generation.settings import DTYPES, DecodeSettings
 
 
 class VLLMEngine:
-    """vLLM schedules and refills rows itself, so it takes all rows at once (`generate_all`);
-    stop strings and eos ids are passed per request instead of a per-step stop check."""
+    """A `GenerationEngine`. vLLM schedules and refills rows itself, so it takes all rows at once
+    (`batch_rows` is None); stop strings and eos ids are passed per request instead of a per-step
+    stop check."""
 
     name = "vllm"
 
@@ -36,10 +38,20 @@ class VLLMEngine:
     def encode(self, prompt: str) -> list[int]:
         return self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
 
-    def generate_all(self, rows: Sequence[Row], stop: Sequence[str], settings: DecodeSettings) -> list[RowResult]:
+    def batch_rows(self, settings: DecodeSettings) -> Optional[int]:
+        return None
+
+    def dtype_used(self, requested: str) -> str:
+        return requested
+
+    def generation_config(self) -> dict[str, Any]:
+        return {}
+
+    def generate(self, rows: Sequence[Row], stop: Optional[StopRule], settings: DecodeSettings) -> list[RowResult]:
         params = [self._vllm.SamplingParams(
             n=1, temperature=0.0 if settings.greedy else settings.temperature,
-            top_p=1.0 if settings.greedy else settings.top_p, max_tokens=row.budget, stop=list(stop),
+            top_p=1.0 if settings.greedy else settings.top_p, max_tokens=row.budget,
+            stop=list(stop.strings) if stop is not None else [],
             stop_token_ids=self.eos_ids, include_stop_str_in_output=True, skip_special_tokens=False,
             seed=None if settings.greedy else settings.seed + i,
         ) for i, row in enumerate(rows)]
