@@ -15,8 +15,10 @@ element skips what is done. The parts (settings, engines, batching, progress) li
 
 - Sharding: shard k of n holds a contiguous, balanced slice of the problems
   (`jobs.code_benchmarks.data.shard_range`), so concatenating the shards in order gives dataset order.
-- One rank generates: a multi-GPU element runs on its rank 0 only; use `shards:` to spread a
-  benchmark over GPUs.
+- Several devices: every rank of an element generates (`placement: data_parallel`, a share of
+  the rows each, `jobs.generation.ranks`), or one rank per node holds the model across the node's
+  GPUs (`placement: split`, `jobs.generation.devices`). `shards:` still spreads a benchmark over
+  array elements.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from typing import Any, Optional, Sequence
 from jobs.code_benchmarks import prompts as pr
 from jobs.code_benchmarks.data import data_provenance, load_benchmark, shard_range, warn_if_not_pinned
 from jobs.generation.benchmark import generate_benchmark
+from jobs.generation.devices import device_plan, visible_gpus
 from jobs.generation.model_loading import make_engine, pick_model
 from jobs.generation.settings import DecodeSettings, settings_from_stage
 from jobs.tiny_model import resolve_model_path
@@ -36,10 +39,7 @@ from jobs.tiny_model import resolve_model_path
 
 def run_stage(ctx: Any) -> dict[str, Any]:
     """Generate the plan item's benchmark (or shard) into `run.generate_dir(item key)`."""
-    recipe, stage, item = ctx.recipe, ctx.recipe.stages.generate, ctx.item
-    if ctx.dist.world_size > 1 and not ctx.dist.is_main:
-        print(f"mftlaunch: generate runs on rank 0 only; rank {ctx.dist.rank} has nothing to do", flush=True)
-        return {}
+    recipe, stage, item, dist = ctx.recipe, ctx.recipe.stages.generate, ctx.item, ctx.dist
     benchmark = item["benchmark"]
     shard, num_shards = int(item.get("shard", 0)), int(item.get("num_shards", 1))
     data = load_benchmark(benchmark, ctx.data_dir or recipe.data_dir, recipe.limit)
@@ -47,13 +47,19 @@ def run_stage(ctx: Any) -> dict[str, Any]:
     indices = list(shard_range(len(data.problems), shard, num_shards))
     fmt = pr.PromptFormat.from_stage(stage)
     model, tokenizer = pick_model(recipe, ctx.run_dir)
-    engine = make_engine(stage.backend, model, tokenizer, recipe.model, fmt)
+    devices = device_plan(stage.placement, dist.local_rank, visible_gpus())
+    print(f"mftlaunch: generate rank {dist.rank}/{dist.world_size}: "
+          + (f"model split over {devices.split_over} GPUs" if devices.is_split else f"model on {devices.device}"),
+          flush=True)
+    engine = make_engine(stage.backend, model, tokenizer, recipe.model, fmt, devices=devices)
     counts = generate_benchmark(
         engine, benchmark, data.problems, indices, fmt, settings_from_stage(stage),
         ctx.run_dir.generate_dir(item["key"]), recipe.model.model_name, model_id=str(model),
         dtype=engine.dtype_used(recipe.model.dtype),
-        should_stop=ctx.should_stop,
+        should_stop=ctx.should_stop, rank=dist.rank, world_size=dist.world_size,
     )
+    if not dist.is_main:
+        return counts
     return {**counts, "shard": shard, "num_shards": num_shards, **data_provenance(data)}
 
 

@@ -238,6 +238,8 @@ def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source:
         spec = getattr(recipe.stages, stage)
         items = stage_items(recipe, stage)
         resources = _resolve_resources(stage, spec.resources, profile, problems)
+        if stage == "generate" and spec.placement == "split":
+            resources.tasks_per_node = 1  # one rank drives all GPUs of its node
         job = PlannedJob(stage=stage, name=job_name(recipe, stage), items=items, resources=resources)
         job.chunks = _chunks(stage, len(items), profile, problems) if job.is_array else [(0, 1)]
         if previous is not None:

@@ -254,6 +254,11 @@ class GenerateStage(StrictModel):
     static_cache: bool = Field(False, description="static KV cache (GPU decode speed)")
     compile: bool = Field(False, description="torch.compile the decode step; implies static_cache")
     model_path: Optional[str] = Field(None, description="override: generate with this model instead")
+    placement: Literal["data_parallel", "split"] = Field(
+        "data_parallel",
+        description="how an element uses its devices: data_parallel = one rank per GPU (per node on CPU), "
+                    "each generating a share of the rows; split = one rank per node, the model placed "
+                    "across the node's gpus_per_node GPUs (HF device_map, vLLM tensor_parallel_size)")
     resources: Resources = Field(default_factory=lambda: Resources(gpus_per_node=1))
 
     @field_validator("benchmarks")
@@ -277,6 +282,10 @@ class GenerateStage(StrictModel):
                 raise ValueError(f"shards names benchmark '{name}', which is not in benchmarks")
             if count < 1:
                 raise ValueError(f"shards.{name} must be >= 1")
+        if self.placement == "split" and self.resources.gpus_per_node < 2:
+            raise ValueError(f"placement: split places the model across GPUs, but resources.gpus_per_node is "
+                             f"{self.resources.gpus_per_node}; set gpus_per_node >= 2 or use placement: "
+                             "data_parallel (a CPU node is one device)")
         if self.prompt_format != "custom" and (self.prefix or self.suffix or self.system):
             raise ValueError("prefix/suffix/system are used with prompt_format: custom only")
         return self

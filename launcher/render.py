@@ -40,7 +40,7 @@ def _gpu_parameters(job: PlannedJob, profile: Profile) -> dict[str, Any]:
     if profile.gpu_request == "gres":
         return {"gres": f"{profile.gres_type}:{gpus}"}
     if profile.gpu_request == "gpus-per-task":
-        return {"gpus_per_task": 1}
+        return {"gpus_per_task": max(1, gpus // job.resources.tasks_per_node)}
     return {"gpus_per_node": gpus}
 
 

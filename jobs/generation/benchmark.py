@@ -2,7 +2,8 @@
 written as the generations file and its sidecar.
 
 Both files are written atomically, the generations file last, so a complete pair means a finished
-element. Between engine calls the partial-progress file is saved and `should_stop()` polled, so a
+element. With several data-parallel ranks (`jobs.generation.ranks`) each rank generates its share
+into its own progress file and rank 0 writes the two files once every row is in. Between engine calls the partial-progress file is saved and `should_stop()` polled, so a
 preempted element requeues and resumes. Sampling seeds are per batch, so a resumed sampled run is
 not bit-identical to an uninterrupted one (greedy runs are). Post-processing cuts each completion
 at stop words and eos strings again, so an engine that overshoots a stop changes no program.
@@ -18,7 +19,8 @@ from jobs.code_benchmarks import postprocess as pp
 from jobs.code_benchmarks import prompts as pr
 from jobs.context import RequeueRequested
 from jobs.generation.engine import GenerationEngine, StopRule
-from jobs.generation.progress import Progress, partial_filename, progress_fingerprint
+from jobs.generation.progress import Progress, partial_filename, partial_files, progress_fingerprint, rows_in_files
+from jobs.generation.ranks import rank_share, wait_for_rows
 from jobs.generation.rows import Row, RowResult, batches, sort_rows
 from jobs.generation.settings import DecodeSettings, token_budget
 from launcher.rundir import atomic_write_json, generations_name, read_json
@@ -48,6 +50,8 @@ class BenchmarkJob:
     prompts: list[str]
     stop: StopRule
     fingerprint: str
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def final(self) -> Path:
@@ -59,12 +63,15 @@ class BenchmarkJob:
 
     @property
     def partial(self) -> Path:
-        return self.out_dir / partial_filename(self.benchmark, self.model_name)
+        return self.out_dir / partial_filename(self.benchmark, self.model_name, self.rank, self.world_size)
+
+    def all_partials(self) -> list[Path]:
+        return partial_files(self.out_dir, self.benchmark, self.model_name)
 
 
 def prepare_job(engine: GenerationEngine, benchmark: str, problems: Sequence[dict[str, Any]],
                 indices: Sequence[int], fmt: pr.PromptFormat, settings: DecodeSettings, out_dir: Path,
-                model_name: str, model_id: str, dtype: str) -> BenchmarkJob:
+                model_name: str, model_id: str, dtype: str, rank: int = 0, world_size: int = 1) -> BenchmarkJob:
     """Prompts, stop rule and fingerprint of one benchmark (or shard)."""
     extra_eos = [engine.tokenizer.eos_token] if getattr(engine.tokenizer, "eos_token", None) else []
     stop_strings = pr.generation_stop_strings(benchmark, fmt, extra_eos)
@@ -75,7 +82,7 @@ def prepare_job(engine: GenerationEngine, benchmark: str, problems: Sequence[dic
         return pp.is_finished(benchmark, fmt, text, extra_eos)
 
     return BenchmarkJob(benchmark, problems, indices, fmt, settings, Path(out_dir), model_name, model_id, dtype,
-                        extra_eos, prompts, StopRule(tuple(stop_strings), finished), fingerprint)
+                        extra_eos, prompts, StopRule(tuple(stop_strings), finished), fingerprint, rank, world_size)
 
 
 def completed_counts(job: BenchmarkJob) -> Optional[dict[str, Any]]:
@@ -114,22 +121,25 @@ def settle_overlong(rows: Sequence[Row], progress: Progress, job: BenchmarkJob, 
 
 
 def generate_rows(engine: GenerationEngine, todo: Sequence[Row], total: int, progress: Progress,
-                  job: BenchmarkJob, should_stop: Callable[[], bool], log: Log) -> tuple[int, float]:
+                  done_elsewhere: set[str], job: BenchmarkJob, should_stop: Callable[[], bool],
+                  log: Log) -> tuple[int, float]:
     """Generate `todo` in the engine's call sizes, saving progress after each call and handing
     back (RequeueRequested) when asked to stop. Returns (new tokens, seconds)."""
     started = time.time()
     new_tokens = 0
     size = engine.batch_rows(job.settings) or max(1, len(todo))
-    for number, batch in enumerate(batches(todo, size)):
+    calls = list(batches(todo, size))
+    where = f" rank {job.rank}/{job.world_size}" if job.world_size > 1 else ""
+    for number, batch in enumerate(calls):
         for row, res in zip(batch, engine.generate(batch, job.stop, job.settings)):
             progress.rows[row.key] = asdict(res)
             new_tokens += res.new_tokens
         progress.save()
-        done = len(progress.rows)
+        done = len(progress.rows.keys() | done_elsewhere)
         elapsed = time.time() - started
-        log(f"mftlaunch: {job.benchmark} batch {number + 1}: {done}/{total} rows, "
+        log(f"mftlaunch: {job.benchmark}{where} batch {number + 1}: {done}/{total} rows, "
             f"{new_tokens / max(elapsed, 1e-9):.1f} new tok/s")
-        if done < total and should_stop():
+        if number + 1 < len(calls) and should_stop():
             raise RequeueRequested(f"generate {job.benchmark}: saved {done}/{total} rows")
     return new_tokens, time.time() - started
 
@@ -165,6 +175,7 @@ def element_counts(job: BenchmarkJob, raw: Sequence[dict[str, Any]], overlong: S
         "prompt_too_long": len({r.problem for r in overlong}),  # problems (all their samples are empty)
         "seconds_this_attempt": round(elapsed, 3),
         "new_tokens_per_s_this_attempt": round(new_tokens / elapsed, 2) if elapsed > 0 else None,
+        "data_parallel_ranks": job.world_size,
     }
 
 
@@ -193,27 +204,44 @@ def generate_benchmark(
     dtype: str = "fp32",
     should_stop: Callable[[], bool] = lambda: False,
     log: Log = lambda msg: print(msg, flush=True),
+    rank: int = 0,
+    world_size: int = 1,
 ) -> dict[str, Any]:
     """Generate problems `indices` of `problems` and write the generations file and sidecar.
 
-    Resumes from the partial-progress file; when `should_stop()` turns true between batches,
+    Resumes from the partial-progress files; when `should_stop()` turns true between batches,
     saves and raises RequeueRequested. A prompt that leaves no room to generate is not sent to the
     model: its completion is empty (the program is the bare prompt base, which fails its tests)
-    and its finish reason `prompt_too_long`. Returns the counts for the completion sentinel."""
-    job = prepare_job(engine, benchmark, problems, indices, fmt, settings, out_dir, model_name, model_id, dtype)
+    and its finish reason `prompt_too_long`. With `world_size` data-parallel ranks, `rank`
+    generates its share only; rank 0 then waits for the others' rows and writes the files.
+    Returns the counts for the completion sentinel (rank 0; other ranks: their own rows)."""
+    job = prepare_job(engine, benchmark, problems, indices, fmt, settings, out_dir, model_name, model_id, dtype,
+                      rank, world_size)
     done = completed_counts(job)
     if done is not None:
         log(f"mftlaunch: {job.final.name} is complete already; nothing to generate")
         return done
     progress = Progress.load(job.partial, job.fingerprint)
+    elsewhere = rows_in_files([p for p in job.all_partials() if p != job.partial], job.fingerprint)
     rows, prompt_tokens = build_rows(engine, job)
     overlong = settle_overlong(rows, progress, job, engine, log)
-    todo = sort_rows(r for r in rows if r.key not in progress.rows)
-    if len(todo) < len(rows):
-        log(f"mftlaunch: resuming {benchmark}: {len(rows) - len(todo)} of {len(rows)} rows already done")
-    new_tokens, elapsed = generate_rows(engine, todo, len(rows), progress, job, should_stop, log)
-    generations, raw = assemble_outputs(job, progress.rows, prompt_tokens)
+    if overlong and world_size > 1:
+        progress.save()  # rank 0 gathers rows from the files only
+    ordered = sort_rows(r for r in rows if r.budget > 0)
+    mine = rank_share(ordered, engine.batch_rows(settings), rank, world_size)
+    todo = [r for r in mine if r.key not in progress.rows and r.key not in elsewhere]
+    if len(todo) < len(mine):
+        log(f"mftlaunch: resuming {benchmark}: {len(mine) - len(todo)} of {len(mine)} rows already done")
+    new_tokens, elapsed = generate_rows(engine, todo, len(rows), progress, set(elsewhere), job, should_stop, log)
+    if rank != 0:
+        log(f"mftlaunch: {benchmark} rank {rank}/{world_size}: its {len(mine)} rows are done")
+        return {"benchmark": benchmark, "rank": rank, "rows": len(mine)}
+    rows_done = {**elsewhere, **progress.rows}
+    if world_size > 1:
+        rows_done = wait_for_rows({r.key for r in rows}, job.all_partials, job.fingerprint, should_stop, log)
+    generations, raw = assemble_outputs(job, rows_done, prompt_tokens)
     counts = element_counts(job, raw, overlong, new_tokens, elapsed)
     write_outputs(engine, job, generations, raw, counts)
-    progress.path.unlink(missing_ok=True)
+    for path in job.all_partials():
+        path.unlink(missing_ok=True)
     return counts

@@ -20,7 +20,7 @@ from typing import Any, Iterable, Optional, Sequence
 
 from jobs.generation.engine import StopRule
 from jobs.generation.rows import FinishedFn, Row, RowResult
-from jobs.generation.settings import DTYPES, DecodeSettings
+from jobs.generation.settings import DTYPES, DecodeSettings, row_seed
 from jobs.generation.text import IncrementalText, decode_new_text
 
 
@@ -85,18 +85,25 @@ class HFEngine:
     @classmethod
     def load(cls, model_path: str | Path, tokenizer_path: str | Path | None = None, dtype: str = "bf16",
              device: Optional[str] = None, attn_implementation: str = "sdpa", trust_remote_code: bool = False,
-             eos_strings: Sequence[str] = ()) -> "HFEngine":
+             eos_strings: Sequence[str] = (), split_memory: Optional[dict[Any, int]] = None) -> "HFEngine":
+        """Load the model on `device`, or across the devices of `split_memory` (accelerate's
+        max_memory: a cap per device; the model is placed by `device_map="auto"` within them)."""
         import torch
         from transformers import AutoModelForCausalLM
 
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if split_memory:
+            device = "split"
         if device == "cpu":
             cpu_threads()
         torch_dtype = getattr(torch, DTYPES["fp32" if device == "cpu" else dtype])
         tokenizer = load_tokenizer(tokenizer_path or model_path, trust_remote_code)
+        placement: dict[str, Any] = {"device_map": None if device == "cpu" else device}
+        if split_memory:
+            placement = {"device_map": "auto", "max_memory": split_memory}
         model = AutoModelForCausalLM.from_pretrained(
             str(model_path), dtype=torch_dtype, attn_implementation=attn_implementation,
-            trust_remote_code=trust_remote_code, device_map=None if device == "cpu" else device,
+            trust_remote_code=trust_remote_code, **placement,
         ).eval()
         return cls(model, tokenizer, eos_token_ids(tokenizer, model, eos_strings))
 
@@ -126,7 +133,7 @@ class HFEngine:
 
         finished = stop.finished if stop is not None else None
         if not settings.greedy:
-            torch.manual_seed(settings.seed * 1_000_003 + rows[0].problem * 1009 + rows[0].sample)
+            torch.manual_seed(row_seed(settings, rows[0]))
 
         multiple = 64 if settings.static_cache else 8
         width = max(len(r.prompt_ids) for r in rows)

@@ -70,3 +70,9 @@ def token_budget(prompt_tokens: int, settings: DecodeSettings, model_max: Option
     if model_max:
         budget = min(budget, model_max - prompt_tokens)
     return budget
+
+
+def row_seed(settings: DecodeSettings, row: Any) -> int:
+    """The sampling seed of a row (or of a batch, by its first row): fixed by the row's problem and
+    sample, so neither the rank that generates it nor a resume changes it."""
+    return settings.seed * 1_000_003 + row.problem * 1009 + row.sample

@@ -6,7 +6,7 @@ from typing import Any, Optional, Sequence
 
 from jobs.generation.engine import StopRule
 from jobs.generation.rows import Row, RowResult
-from jobs.generation.settings import DTYPES, DecodeSettings
+from jobs.generation.settings import DTYPES, DecodeSettings, row_seed
 
 
 class VLLMEngine:
@@ -17,7 +17,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_path: str | Path, tokenizer_path: str | Path | None, dtype: str,
-                 eos_strings: Sequence[str], trust_remote_code: bool = False):
+                 eos_strings: Sequence[str], trust_remote_code: bool = False, tensor_parallel_size: int = 1):
         try:
             import vllm
         except ImportError:
@@ -25,7 +25,8 @@ class VLLMEngine:
                                "or use backend: hf") from None
         self._vllm = vllm
         self.llm = vllm.LLM(model=str(model_path), tokenizer=str(tokenizer_path or model_path),
-                            dtype=DTYPES[dtype], trust_remote_code=trust_remote_code)
+                            dtype=DTYPES[dtype], trust_remote_code=trust_remote_code,
+                            tensor_parallel_size=tensor_parallel_size)
         self.tokenizer = self.llm.get_tokenizer()
         self.eos_ids = [i for i in [self.tokenizer.eos_token_id] if i is not None]
         vocab = self.tokenizer.get_vocab()
@@ -53,8 +54,8 @@ class VLLMEngine:
             top_p=1.0 if settings.greedy else settings.top_p, max_tokens=row.budget,
             stop=list(stop.strings) if stop is not None else [],
             stop_token_ids=self.eos_ids, include_stop_str_in_output=True, skip_special_tokens=False,
-            seed=None if settings.greedy else settings.seed + i,
-        ) for i, row in enumerate(rows)]
+            seed=None if settings.greedy else row_seed(settings, row),
+        ) for row in rows]
         prompts = [{"prompt_token_ids": row.prompt_ids} for row in rows]
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         results = []
