@@ -203,6 +203,7 @@ def _memory_notes(recipe: Recipe, profile: Profile, problems: list[Problem], not
     no torch); refuses a recipe that cannot fit when the profile states its GPUs' memory."""
     from launcher import memory_estimate as memory
 
+    _generation_memory_notes(recipe, profile, problems, notes)
     train = recipe.stages.train
     if not train:
         return
@@ -214,6 +215,26 @@ def _memory_notes(recipe: Recipe, profile: Profile, problems: list[Problem], not
     if profile.gpu_mem_gib and train.resources.gpus_per_node:
         for message in memory.problems(estimate, train, profile.gpu_mem_gib):
             problems.append((("stages", "train"), message))
+
+
+def _generation_memory_notes(recipe: Recipe, profile: Profile, problems: list[Problem], notes: list[str]) -> None:
+    """Per-GPU memory of the generate stage (weights + KV cache, launcher/generation_memory.py);
+    refuses a layout that cannot fit when the profile states its GPUs' memory."""
+    from launcher.memory_estimate import load_model_config
+    from launcher import generation_memory
+
+    gen = recipe.stages.generate
+    if not gen:
+        return
+    config = load_model_config(gen.model_path or recipe.model.path)
+    if config is None:
+        return
+    devices = gen.resources.gpus_per_node if gen.placement == "split" else 1
+    notes.append(f"generate memory estimate: {generation_memory.estimate(config, gen, recipe.model.dtype, devices).summary()}")
+    if profile.gpu_mem_gib and gen.resources.gpus_per_node:
+        for message in generation_memory.problems(config, gen, recipe.model.dtype, profile.gpu_mem_gib,
+                                                  profile.gpus_per_node):
+            problems.append((("stages", "generate"), message))
 
 
 def _format(problems: list[Problem], source: Optional[YamlSource]) -> list[str]:

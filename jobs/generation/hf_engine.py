@@ -105,6 +105,13 @@ class HFEngine:
             str(model_path), dtype=torch_dtype, attn_implementation=attn_implementation,
             trust_remote_code=trust_remote_code, **placement,
         ).eval()
+        if split_memory:
+            outside = set(getattr(model, "hf_device_map", {}).values()) - set(split_memory)
+            if outside:
+                raise RuntimeError(
+                    f"{model_path} does not fit the devices it is split over ({sorted(split_memory, key=str)}, "
+                    f"capped at {sorted(split_memory.values())} bytes): accelerate put part of it on "
+                    f"{sorted(map(str, outside))}; use more GPUs (resources.gpus_per_node) or a smaller model")
         return cls(model, tokenizer, eos_token_ids(tokenizer, model, eos_strings))
 
     def encode(self, prompt: str) -> list[int]:
