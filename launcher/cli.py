@@ -239,12 +239,13 @@ def cmd_profiles(args: argparse.Namespace) -> int:
         return 0
     from launcher.profile_check import check, distributed_check
 
-    problems = check(p)
+    root = Path(args.root) / "_checks"
+    problems = check(p, root, args.timeout)
     for line in problems:
         print(line)
     failed = any(line.startswith("FAIL") for line in problems)
     if args.nodes and not failed:
-        report = distributed_check(p, args.nodes, Path(args.root) / "_checks")
+        report = distributed_check(p, args.nodes, root, args.timeout)
         ok = report["world_size"] == args.nodes * max(1, p.gpus_per_node) and \
             report["all_reduce_sum"] == report["expected_sum"]
         hosts = ", ".join(f"rank {r['rank']}: {r['host']} {r['address']}" for r in report["ranks"])
@@ -308,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", type=int, default=0,
                    help="check: also run a torch.distributed all_reduce across this many nodes")
     p.add_argument("--root", default="./runs", help="check: where the check job's files go")
+    p.add_argument("--timeout", type=float, default=300,
+                   help="check: seconds to wait for each check job before cancelling it (default 300)")
     cli_eval.register(sub)
     return parser
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import shlex
 import sys
-from typing import Any
+from typing import Any, Optional
 
 from launcher.contract import ENV_MASTER_ADDR_MODE, ENV_NET_IFNAME, ENV_RUN_DIR, REQUEUE_EXIT_CODE
 from launcher.plan import PlannedJob, ResolvedResources
@@ -158,33 +158,33 @@ def _render(job: PlannedJob, *, recipe_env: dict[str, str], profile: Profile, ru
     return sbatch_text(_body(job, command, offset), run_dir.logs_dir, _exports(recipe_env, profile, run_dir), **params)
 
 
-def render_probe_script(profile: Profile, run_dir: RunDir, partition: str | None) -> str:
-    """A one-node, one-minute job that does nothing, with the profile's account, qos, reservation
-    and constraint: what `profiles check` hands to `sbatch --test-only`, rendered exactly as the
-    real jobs are, so the check tests the directives the jobs will carry."""
-    job = PlannedJob(
-        stage="probe", name=f"mft.probe.{profile.name}", items=[{"key": "probe"}],
-        resources=ResolvedResources(partition=partition, nodes=1, tasks_per_node=1, gpus_per_node=0,
-                                    cpus_per_task=None, mem_gb=None, time_minutes=1, max_restarts=0),
+def check_job(profile: Profile, *, name: str, partition: Optional[str], nodes: int, gpus_per_node: int,
+              time_minutes: int) -> PlannedJob:
+    """A one-off job of `profile` (not part of any plan): one task per GPU, or one per node."""
+    return PlannedJob(
+        stage="check",
+        name=name,
+        items=[{"key": "check"}],
+        resources=ResolvedResources(
+            partition=partition, nodes=nodes, tasks_per_node=max(1, gpus_per_node), gpus_per_node=gpus_per_node,
+            cpus_per_task=None, mem_gb=None, time_minutes=time_minutes, max_restarts=0,
+        ),
         chunks=[(0, 1)],
     )
-    return sbatch_text("true", run_dir.logs_dir, [], **sbatch_parameters(job, profile, run_dir, 1))
+
+
+def render_probe_script(profile: Profile, run_dir: RunDir, job: PlannedJob, body: list[str]) -> str:
+    """`job`'s #SBATCH lines exactly as a stage job of `profile` gets them (account, qos,
+    reservation, constraint, GPU request style), then `body` as is (no srun, no requeue loop):
+    what `profiles check` hands to `sbatch --test-only` and runs as its module/container probe."""
+    return sbatch_text("\n".join(body), run_dir.logs_dir, [], **sbatch_parameters(job, profile, run_dir, 1))
 
 
 def render_check_script(profile: Profile, run_dir: RunDir, nodes: int, report: str) -> tuple[PlannedJob, str]:
     """A job of `nodes` nodes (one task per GPU, or per node) running jobs.dist_check."""
-    tasks = max(1, profile.gpus_per_node)
-    job = PlannedJob(
-        stage="check",
-        name=f"mft.check.{profile.name}",
-        items=[{"key": "check"}],
-        resources=ResolvedResources(
-            partition=profile.partitions.gpu if profile.gpus_per_node else profile.partitions.cpu,
-            nodes=nodes, tasks_per_node=tasks, gpus_per_node=profile.gpus_per_node, cpus_per_task=None,
-            mem_gb=None, time_minutes=10, max_restarts=0,
-        ),
-        chunks=[(0, 1)],
-    )
+    job = check_job(profile, name=f"mft.check.{profile.name}",
+                    partition=profile.partitions.gpu if profile.gpus_per_node else profile.partitions.cpu,
+                    nodes=nodes, gpus_per_node=profile.gpus_per_node, time_minutes=10)
     entry = [profile.python or sys.executable, "-u", "-m", "jobs.dist_check", report, *profile.secret_env]
     text = _render(job, recipe_env={}, profile=profile, run_dir=run_dir, command=_task_command(job, profile, entry),
                    offset=0, count=1)

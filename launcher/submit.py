@@ -41,14 +41,20 @@ class Loaded:
 
 
 def choose_profile(cli: Optional[str], recipe: Recipe, *, submitting: bool = True) -> str:
-    """--profile, else (when submitting) `local` if there is no sbatch here, else $MFTLAUNCH_PROFILE
-    or the recipe's. `validate` and `plan` submit nothing, so they honour the recipe's profile
-    even on a laptop without Slurm."""
-    if cli:
-        return cli
-    if submitting and shutil.which("sbatch") is None:
+    """--profile, else $MFTLAUNCH_PROFILE, else the recipe's, else `local`. `submit` with no sbatch
+    here refuses a named Slurm profile rather than running something other than asked; `validate`
+    and `plan` submit nothing, so they honour a Slurm profile even on a laptop without Slurm."""
+    for named, where in ((cli, "--profile"), (os.environ.get(ENV_PROFILE), f"${ENV_PROFILE}"),
+                         (recipe.profile, "the recipe's `profile` field")):
+        if named:
+            break
+    else:
         return "local"
-    return os.environ.get(ENV_PROFILE) or recipe.profile or "local"
+    if submitting and shutil.which("sbatch") is None and not load_profile(named).is_local:
+        raise ConfigError([
+            f"{where} names the Slurm profile '{named}', but there is no sbatch on PATH here: submit from a "
+            "login node of that cluster, or run the recipe on this machine with --profile local"])
+    return named
 
 
 def load(recipe_path: str, profile_name: Optional[str] = None, overrides: list[str] = (), *, check_paths: bool,

@@ -188,6 +188,16 @@ def test_default_profile_follows_sbatch_and_the_recipe(fake, tmp_path, monkeypat
     monkeypatch.setenv("PATH", str(empty))
     assert main(["validate", recipe]) == 0
     assert "for profile 'example-pyxis-reservation'" in capsys.readouterr().out
-    assert main(["submit", recipe]) == 1  # local profile: no GPUs for generate
+    # a named Slurm profile and no sbatch: an error that says how to run here, nothing submitted
+    assert main(["submit", recipe]) == 1
+    err = capsys.readouterr().err
+    assert "$MFTLAUNCH_PROFILE names the Slurm profile 'example-pyxis-reservation', but there is no sbatch" in err
+    assert "--profile local" in err
+    monkeypatch.delenv("MFTLAUNCH_PROFILE")
+    assert main(["submit", recipe]) == 1
+    assert "the recipe's `profile` field names the Slurm profile 'slurm-generic'" in capsys.readouterr().err
+    assert main(["submit", recipe, "--profile", "slurm-generic"]) == 1
+    assert "--profile names the Slurm profile 'slurm-generic'" in capsys.readouterr().err
+    assert main(["submit", recipe, "--profile", "local"]) == 1  # runs here: no GPUs for generate
     err = capsys.readouterr().err
     assert "asks for 1 GPUs per node, but nodes of profile 'local' have 0" in err

@@ -14,6 +14,7 @@ export DEBIAN_FRONTEND=noninteractive
 # slurm-wlm pulls slurmctld + slurmd (22.05 on bookworm); slurm-client gives
 # srun/sbatch/sacct/scontrol; slurmdbd + mariadb give accounting (sacct).
 # iproute2 for `ip netns`/veth, util-linux for nsenter, procps for pgrep/ps.
+# environment-modules: a real `module` command for `profiles check`'s module probe.
 PACKAGES=(
     slurm-wlm
     slurmctld
@@ -27,6 +28,7 @@ PACKAGES=(
     util-linux
     procps
     hostname
+    environment-modules
 )
 
 missing=()
