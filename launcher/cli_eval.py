@@ -265,7 +265,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_data_dir(p)
     p.add_argument("--sandbox", default="auto", choices=("auto", "bubblewrap", "apptainer", "none"))
     p.add_argument("--workers", type=int, default=None, help="parallel programs (default: the allocation's CPUs)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per program (default: per language)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per program (default: the reference harness's per benchmark)")
     p.add_argument("--limit", type=int, default=None, help="first N problems")
     p.set_defaults(func=cmd_evaluate)
 

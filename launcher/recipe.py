@@ -295,7 +295,7 @@ class EvaluateStage(StrictModel):
     sandbox: Literal["auto", "bubblewrap", "apptainer", "none"] = "auto"
     apptainer_image: Optional[str] = None
     workers: Optional[int] = Field(None, ge=1, description="None: the CPUs of the allocation")
-    timeout_s: Optional[float] = Field(None, gt=0, description="per program; None: per-language default")
+    timeout_s: Optional[float] = Field(None, gt=0, description="per program, every benchmark; None: the reference harness's per-benchmark timeout (raising it marks the run not comparable)")
     resources: Resources = Field(default_factory=lambda: Resources(cpus_per_task=4))
 
     @model_validator(mode="after")

@@ -5,8 +5,9 @@ Both files are written atomically, the generations file last, so a complete pair
 element. With several data-parallel ranks (`jobs.generation.ranks`) each rank generates its share
 into its own progress file and rank 0 writes the two files once every row is in. Between engine calls the partial-progress file is saved and `should_stop()` polled, so a
 preempted element requeues and resumes. Sampling seeds are per batch, so a resumed sampled run is
-not bit-identical to an uninterrupted one (greedy runs are). Post-processing cuts each completion
-at stop words and eos strings again, so an engine that overshoots a stop changes no program.
+not bit-identical to an uninterrupted one (greedy runs are). Post-processing applies the
+reference harness's rules to each completion (stop words cut again, the eos token removed), so the
+rest of a final token past a stop word changes no program.
 """
 from __future__ import annotations
 
