@@ -82,6 +82,7 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
     accounting = True
     queue_known = True  # whether squeue said what is (not) in the queue
     live: dict[str, slurm.JobRow] = {}
+    queued: set[str] = set()  # ids squeue listed (the rest of `live` comes from sacct)
     ids = element_job_ids(manifest, plan) if manifest.get("scheduler") == "slurm" else {}
     if ids:
         bases = {i.split("_")[0] for i in ids.values()}
@@ -90,6 +91,7 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
         except slurm.SlurmError as exc:
             queue_known = slurm.queue_forgot(exc)
             warnings.append(f"squeue: {exc}")
+        queued = set(live)
         missing = {i.split("_")[0] for i in ids.values() if i not in live}
         if missing:
             try:
@@ -113,6 +115,9 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
             row = live.get(job_id)
             state = row.state if row else (local.get("state") or ("COMPLETED" if done else "UNKNOWN"))
             note = ""
+            if state == "PREEMPTED" and job_id not in queued and queue_known and not done:
+                # a requeued job is back in squeue; one only sacct knows was preempted for good
+                state, note = "ENDED", "PREEMPTED and not requeued (PreemptMode=CANCEL?)"
             if row and row.reason and row.reason not in ("None", "(null)"):
                 note = row.reason
             if state == "COMPLETED" and not done:

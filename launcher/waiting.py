@@ -8,7 +8,8 @@ Exit codes (docs/LAUNCHER.md):
   3  what is left is held (REQUEUE_HOLD, SPECIAL_EXIT, held by a user or admin): it waits for you
   4  the outcome cannot be known: elements with no record anywhere (UNKNOWN), or Slurm did not
      answer for `patience_s`
-PREEMPTED and REQUEUED are not an end: Slurm runs them again.
+PREEMPTED and REQUEUED are not an end while squeue lists them (Slurm runs them again); a PREEMPTED
+element that only sacct knows (PreemptMode=CANCEL) is shown as ENDED by `status`.
 """
 from __future__ import annotations
 

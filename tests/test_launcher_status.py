@@ -106,6 +106,9 @@ def test_preempted_is_shown_and_never_final(fake, tmp_path, capsys):
     fake.set("sacct.out.1", preempted)  # the check below
     fake.set("sacct.out.2", preempted)  # _wait's first look
     fake.set("sacct.out", everything)
+    requeued = "1000_1|PREEMPTED|n1|1:00|None\n"  # a requeued job is still in squeue
+    fake.set("squeue.out.1", requeued)
+    fake.set("squeue.out.2", requeued)
     mark_all_done(run_dir)
     rows, _ = rows_by_element(run_dir)
     assert rows[("generate", 1)].state == "PREEMPTED"

@@ -191,3 +191,14 @@ def test_logs_follow_ends_by_itself_when_the_run_is_over(fake, tmp_path, capsys)
     capsys.readouterr()
     assert main(["logs", str(run.root), "-f"]) == 0
     assert "collected" in capsys.readouterr().out
+
+
+def test_preempted_for_good_ends_the_wait(fake, tmp_path, capsys):
+    """PreemptMode=CANCEL: only sacct knows the element, as PREEMPTED; it will not run again."""
+    run_dir = submit(tmp_path, eval_recipe(tmp_path))
+    fake.set("squeue.out", "")
+    fake.set("sacct.out", "1000_0|COMPLETED|n1|1:00|0:0\n1000_1|PREEMPTED|n1|1:00|0:15\n"
+                          "1001_0|COMPLETED|n1|1:00|0:0\n1001_1|CANCELLED by 0|n1|0:00|0:0\n1002|COMPLETED|n1|1:00|0:0\n")
+    mark_all_done(run_dir, except_=(("generate", 1), ("evaluate", 1)))
+    assert cli._wait(run_dir, local=False, poll_s=0.01) == 1
+    assert "PREEMPTED and not requeued" in capsys.readouterr().out
