@@ -115,8 +115,9 @@ def generate_standalone(
         data = load_benchmark(benchmark, data_dir, limit)
         warn_if_not_pinned(data)
         indices = list(shard_range(len(data.problems), shard, num_shards))
-        results[benchmark] = generate_benchmark(engine, benchmark, data.problems, indices, fmt, settings,
-                                                Path(out_dir), name, model_id=str(model_dir), dtype=used_dtype)
+        counts = generate_benchmark(engine, benchmark, data.problems, indices, fmt, settings,
+                                    Path(out_dir), name, model_id=str(model_dir), dtype=used_dtype)
+        results[benchmark] = {**counts, **data_provenance(data)}
     return results
 
 

@@ -201,6 +201,7 @@ def test_output_files_names_and_shape(model_dir, data_dir, tmp_path):
     counts = _standalone(model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=5, n_samples=2, greedy=False,
                          temperature=0.8)
     assert counts["mbpp"]["problems"] == 5 and counts["mbpp"]["samples"] == 10
+    assert counts["mbpp"]["data_pinned_sha256"] == pinned_sha256_of("mbpp") and counts["mbpp"]["data_matches_pin"] is False
     files = sorted(p.name for p in tmp_path.iterdir())
     assert files == ["generations_mbpp_tiny.json", "generations_mbpp_tiny.raw.json"]
     programs = read_json(tmp_path / "generations_mbpp_tiny.json")
