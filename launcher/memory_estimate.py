@@ -20,6 +20,12 @@ GIB = 1024**3
 #: CUDA context, NCCL buffers, allocator fragmentation: a fixed floor plus a share of the rest.
 FIXED_OVERHEAD_GIB = 2.0
 FRAGMENTATION = 0.10
+#: On CPU (the peak RSS of a training process): the interpreter with torch, transformers, peft and
+#: bitsandbytes imported holds ~0.4 GiB (measured, benchmarks/memory.py); no allocator cache to add.
+CPU_FIXED_OVERHEAD_GIB = 0.4
+CPU_FRAGMENTATION = 0.0
+#: peft keeps LoRA adapters in fp32 whatever the base dtype (autocast_adapter_dtype).
+ADAPTER_BYTES = 4
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 
 
@@ -121,11 +127,13 @@ class MemoryEstimate:
     num_gpus: int
     gpu_gib: dict[str, float] = field(default_factory=dict)
     cpu_gib_per_node: float = 0.0
+    fixed_overhead_gib: float = FIXED_OVERHEAD_GIB
+    fragmentation: float = FRAGMENTATION
 
     @property
     def per_gpu_gib(self) -> float:
         subtotal = sum(self.gpu_gib.values())
-        return subtotal * (1 + FRAGMENTATION) + FIXED_OVERHEAD_GIB
+        return subtotal * (1 + self.fragmentation) + self.fixed_overhead_gib
 
     def summary(self) -> str:
         parts = ", ".join(f"{k} {v:.1f}" for k, v in self.gpu_gib.items() if v >= 0.05)
@@ -137,11 +145,15 @@ class MemoryEstimate:
 
 
 def estimate(config: Mapping[str, Any], train: TrainStage, model_dtype: str = "bf16",
-             num_gpus: Optional[int] = None, gpus_per_node: Optional[int] = None) -> MemoryEstimate:
+             num_gpus: Optional[int] = None, gpus_per_node: Optional[int] = None,
+             device: str = "cuda") -> MemoryEstimate:
     """Estimate the per-GPU memory of `train` for the model described by `config`.
 
     `model_dtype` is the recipe's model.dtype; `num_gpus` and `gpus_per_node` default to the
-    stage's resources (they decide the ZeRO shard count and the host RAM per node)."""
+    stage's resources (they decide the ZeRO shard count and the host RAM per node). `device`
+    "cpu" estimates a CPU rank's peak RSS instead: the same terms, the process's own baseline in
+    place of the CUDA context and allocator cache. Checked against measured peaks by
+    benchmarks/memory.py (docs/PERFORMANCE.md)."""
     shapes = shapes_from_config(config)
     res = train.resources
     per_node = max(1, gpus_per_node or res.gpus_per_node)
@@ -153,19 +165,37 @@ def estimate(config: Mapping[str, Any], train: TrainStage, model_dtype: str = "b
 
     trainable = lora_params(shapes, train.lora.rank) if train.is_peft else total
 
-    # frozen / trained weights as stored on the GPU
+    deepspeed = dist.backend == "deepspeed"
+    zero3 = deepspeed and dist.zero_stage == 3
+    # the dtype the torch engine stores trained weights in (jobs.training.model.storage_dtype):
+    # fp32 under autocast mixed precision, else the compute dtype
+    storage_bytes = compute_bytes if (train.is_peft or deepspeed or dist.mixed_precision == "no") else 4
+
+    # frozen / trained weights as stored on the device
     if train.peft_type == "qlora":
         bits = train.quantization.bits if train.quantization else 4
         quantized = total - shapes.embedding_params()
-        weight_bytes = quantized * (bits / 8 + (0.127 / 8 if bits == 4 else 0.02)) + shapes.embedding_params() * compute_bytes
+        # prepare_model_for_kbit_training (not under ZeRO-3) upcasts the unquantised weights to fp32;
+        # DeepSpeed's mixed precision casts them back to the compute dtype
+        plain_bytes = 4 if not zero3 and not (deepspeed and dist.mixed_precision != "no") else compute_bytes
+        weight_bytes = quantized * (bits / 8 + (0.127 / 8 if bits == 4 else 0.02)) + shapes.embedding_params() * plain_bytes
     elif train.is_peft:
         weight_bytes = total * DTYPE_BYTES[model_dtype]
     else:
-        weight_bytes = total * compute_bytes
-    # trainable state: gradients in the compute dtype; AdamW's two fp32 moments, plus under mixed
-    # precision an fp32 master copy and fp32 gradient partition (DeepSpeed's 16 bytes/param)
-    grad_bytes = trainable * compute_bytes
-    optim_bytes = trainable * (16 if compute_bytes == 2 else 8)
+        weight_bytes = total * storage_bytes
+    if deepspeed:
+        # gradients in the compute dtype; AdamW's two fp32 moments, plus under mixed precision an
+        # fp32 master copy and fp32 gradient partition (DeepSpeed's 16 bytes/param)
+        grad_bytes = trainable * compute_bytes
+        optim_bytes = trainable * (16 if compute_bytes == 2 else 8)
+        step_bytes = 0.0
+    else:
+        # torch AdamW: gradients and both moments in the trained weights' own dtype (no master
+        # copy), and its foreach step makes one more temporary of that size
+        trained_bytes = ADAPTER_BYTES if train.is_peft else storage_bytes
+        grad_bytes = trainable * trained_bytes
+        optim_bytes = trainable * 2 * trained_bytes
+        step_bytes = trainable * trained_bytes
 
     # ZeRO-1 shards the optimizer state, ZeRO-2 also the gradients, ZeRO-3 also the weights
     stage = dist.zero_stage if dist.backend == "deepspeed" else 0
@@ -181,12 +211,17 @@ def estimate(config: Mapping[str, Any], train: TrainStage, model_dtype: str = "b
     if dist.offload_param == "cpu":
         offloaded += weight_bytes
         gpu["weights"] = 0.0
+    if step_bytes:
+        gpu["optimizer_step"] = step_bytes
     if stage >= 3:  # parameters gathered for the layer being computed and the one prefetched
         gpu["zero3_gather"] = 2 * shapes.largest_tensor() * compute_bytes
+    if train.peft_type == "qlora":  # bitsandbytes dequantises a whole weight per matmul (forward and backward)
+        gpu["dequantized"] = 2 * max(i * o for i, o in shapes.attention_linear + shapes.mlp_linear) * compute_bytes
     gpu["activations"] = _activation_bytes(shapes, train, compute_bytes)
     return MemoryEstimate(
         params_total=total, params_trainable=trainable, num_gpus=gpus,
         gpu_gib={k: v / GIB for k, v in gpu.items()}, cpu_gib_per_node=offloaded / nodes / GIB,
+        **({"fixed_overhead_gib": CPU_FIXED_OVERHEAD_GIB, "fragmentation": CPU_FRAGMENTATION} if device == "cpu" else {}),
     )
 
 
