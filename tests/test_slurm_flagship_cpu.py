@@ -1,5 +1,5 @@
 """recipes/codellama34b_qlora_cpu.yaml, the flagship scaled down, end to end on the real 2-node test
-cluster through `mftlaunch submit`: QLoRA nf4 + ZeRO-2 across both nodes, merge, generate,
+cluster through `mftlaunch submit`: QLoRA nf4 + ZeRO-2 across both nodes, merge, generate with 2 data-parallel ranks,
 evaluate in the sandbox, collect; every element completes with its sentinel."""
 from __future__ import annotations
 
@@ -38,5 +38,7 @@ def test_flagship_cpu_recipe_end_to_end(slurm, tmp_path, data_dir, capsys):
     assert "quantization_config" not in merged and merged["dtype" if "dtype" in merged else "torch_dtype"] == "bfloat16"
     tables = list(run_dir.collect_dir.glob("*"))
     assert tables, f"collect wrote nothing in {run_dir.collect_dir}"
+    generate_rows = [r for r in rows if r["stage"] == "generate"]
+    assert all(r["node"] == "mft-n[1-2]" for r in generate_rows), generate_rows  # 2 ranks per element
     for bench in ("humaneval", "mbpp"):
         assert run_dir.metrics_file(bench, "tiny-codellama-qlora").is_file(), bench
