@@ -90,7 +90,7 @@ def test_gpu_partition_profile_passes_and_a_wrong_gres_fails(slurm, tmp_path, ca
     assert "FAIL sbatch --test-only partitions.gpu ('gpu') with gpu:a100:4" in out, out
 
 
-def test_flagship_plan_passes_test_only_and_is_submitted_held(slurm, tmp_path, monkeypatch, capsys):
+def test_flagship_plan_passes_test_only_and_is_submitted_held(slurm, tmp_path, capsys):
     """2 nodes x 8 GPUs of training, a GPU generate array: every script of the real plan is
     accepted by slurmctld, then the whole graph goes out held and is cancelled."""
     code = main(["plan", str(FLAGSHIP), "--profile", "test-cluster-gpu", "--out", str(tmp_path / "plan"),
@@ -101,9 +101,8 @@ def test_flagship_plan_passes_test_only_and_is_submitted_held(slurm, tmp_path, m
     assert len(scripts) == 5 and out.count("sbatch --test-only: sbatch: Job") == 5, out
     train = next(p for p in scripts if ".train" in p.name).read_text()
     assert "#SBATCH --gres=gpu:8" in train and "#SBATCH --nodes=2" in train and "#SBATCH --ntasks-per-node=8" in train
+    assert "#SBATCH --hold" in train  # the profile holds whatever it submits: nothing can run there
 
-    # SBATCH_HOLD is a user's sbatch default that mftlaunch passes on: every job goes out held
-    monkeypatch.setenv("SBATCH_HOLD", "1")
     loaded = load(str(FLAGSHIP), "test-cluster-gpu", [f"output_root={tmp_path / 'runs'}"], check_paths=False)
     run = submit(loaded)
     try:
