@@ -88,15 +88,6 @@ def _storage_is_4bit_only(train: "TrainStage", model_dtype: Optional[str]) -> Op
     return None
 
 
-def _offload_param(train: "TrainStage", model_dtype: Optional[str]) -> Optional[str]:
-    if _qlora(train) and train.distributed.offload_param == "cpu":
-        return ("distributed.offload_param: cpu with peft_type: qlora: ZeRO-3 would move the packed 4-bit weights to "
-                "host memory while bitsandbytes keeps their quantisation state (scales) with the module, and "
-                "the 4-bit base is already a quarter of the bf16 size; fix: distributed.offload_param: none "
-                "(offload_optimizer: cpu is allowed)")
-    return None
-
-
 def _offload_optimizer_needs_zero(train: "TrainStage", model_dtype: Optional[str]) -> Optional[str]:
     dist = train.distributed
     if dist.backend == "deepspeed" and dist.offload_optimizer == "cpu" and dist.zero_stage == 0:
@@ -112,7 +103,6 @@ RULES: tuple[Rule, ...] = (
     Rule("qlora-zero3-16bit-save", _zero3_save),
     Rule("qlora-deepspeed-cast", _deepspeed_cast),
     Rule("qlora-quant-storage-4bit-only", _storage_is_4bit_only),
-    Rule("qlora-offload-param", _offload_param),
     Rule("offload-optimizer-needs-zero", _offload_optimizer_needs_zero),
 )
 

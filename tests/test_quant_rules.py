@@ -48,8 +48,6 @@ REFUSED = {
                               "fix: quantization.quant_storage: bf16"]),
     "qlora-quant-storage-4bit-only": ({"quantization": {"bits": 8, "quant_storage": "bf16"}, "distributed": deepspeed(2)},
                                       ["quant_storage applies to 4-bit weights only", "fix:"]),
-    "qlora-offload-param": ({"distributed": deepspeed(3, offload_param="cpu")},
-                            ["offload_param: cpu with peft_type: qlora", "fix: distributed.offload_param: none"]),
     "offload-optimizer-needs-zero": ({"distributed": deepspeed(0, offload_optimizer="cpu")},
                                      ["offload_optimizer: cpu with zero_stage: 0", "fix: zero_stage: 2"]),
 }
@@ -86,8 +84,9 @@ def test_zero3_storage_is_checked_against_the_model_dtype_without_mixed_precisio
     {"quantization": {"quant_storage": "bf16"}, "distributed": deepspeed(3)},
     {"distributed": deepspeed(3)},  # quant_storage unset: the compute dtype
     {"distributed": deepspeed(2, offload_optimizer="cpu")},
+    {"distributed": deepspeed(3, offload_param="cpu", offload_optimizer="cpu")},
     {"quantization": {"quant_storage": "fp32"}, "distributed": deepspeed(2, "no")},  # no mixed precision: no cast
-], ids=["nf4-zero2", "8bit-zero2", "nf4-zero3-storage", "nf4-zero3-default-storage", "zero2-offload-optimizer",
+], ids=["nf4-zero2", "8bit-zero2", "nf4-zero3-storage", "nf4-zero3-default-storage", "zero2-offload-optimizer", "zero3-offload-param",
         "zero2-no-mixed-fp32-storage"])
 def test_validate_accepts(train: dict, tmp_path: Path, capsys) -> None:
     code, text = validate(write_recipe(tmp_path, train), capsys)

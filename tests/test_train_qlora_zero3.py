@@ -1,7 +1,8 @@
 """QLoRA with DeepSpeed ZeRO-3, two ranks (gloo, DS_ACCELERATOR=cpu), 4-bit weights stored in
 the compute dtype (`quant_storage`, the rule validate enforces): ZeRO-3 really partitions the
 packed 4-bit weights (each rank holds half), the loss falls, and the gathered adapter is the
-trained one (its validation loss on the dequantised base equals the trainer's)."""
+trained one (its validation loss on the dequantised base equals the trainer's); the same with
+ZeRO-3 parameter offload."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ from test_train_zero3 import free_port, validation_loss
 STEPS = 10
 
 
-def qlora_zero3_recipe() -> Recipe:
+def qlora_zero3_recipe(offload_param: str = "none") -> Recipe:
     return Recipe.model_validate({
         "name": "tiny-qlora-zero3", "model": {"path": "builtin:tiny-llama", "model_name": "tiny", "dtype": "fp32"},
         "stages": {"train": {
@@ -31,15 +32,17 @@ def qlora_zero3_recipe() -> Recipe:
             "max_steps": STEPS, "log_interval": 1, "evaluation_steps": 100, "checkpointing_steps": 100,
             "lora": {"rank": 8, "alpha": 16, "dropout": 0.0},
             "gradient_checkpointing": True,
-            "distributed": {"backend": "deepspeed", "zero_stage": 3, "mixed_precision": "no"},
+            "distributed": {"backend": "deepspeed", "zero_stage": 3, "mixed_precision": "no",
+                            "offload_param": offload_param},
             "resources": {"nodes": 2, "gpus_per_node": 0},
         }},
     })
 
 
 @pytest.mark.slow
-def test_qlora_zero3_two_ranks_shards_the_4bit_weights(tmp_path: Path) -> None:
-    recipe = qlora_zero3_recipe()
+@pytest.mark.parametrize("offload_param", ["none", "cpu"])
+def test_qlora_zero3_two_ranks_shards_the_4bit_weights(offload_param: str, tmp_path: Path) -> None:
+    recipe = qlora_zero3_recipe(offload_param)
     run_dir = prepare_run_dir(tmp_path / "run", recipe)
     codes = start_ranks(run_dir, 2, free_port(), log_dir=tmp_path).wait(timeout_s=600)
     logs = [(tmp_path / f"train-rank{r}-attempt0.log").read_text(errors="replace") for r in (0, 1)]
