@@ -1,8 +1,9 @@
 """mftlaunch: fine-tune and evaluate code LLMs on Slurm clusters.
 
 The base install is the submit side only (what a login node needs); the compute side's heavy
-dependencies live in extras: `train` (torch, transformers, peft, bitsandbytes, deepspeed), `eval` (sandboxed
-execution needs no Python extras beyond the base), `dev` (tests).
+dependencies live in extras: `train` (torch, transformers, peft, bitsandbytes, deepspeed), `eval` (progress
+lines, the HTML report's plots and training curves; sandboxed execution needs nothing more),
+`dev` (tests).
 """
 from setuptools import find_packages, setup
 
@@ -41,11 +42,14 @@ setup(
             # QLoRA (4-bit/8-bit base weights), on GPUs and on CPU (its pure-torch kernels); tested
             # with 0.50.2. Keep in step with jobs/training/model.py's BITSANDBYTES_REQUIREMENT.
             "bitsandbytes>=0.50.2,<0.51",
+            "tqdm>=4.66",
             # deepspeed builds against the installed torch: install it with --no-build-isolation
             # after torch (tests/run.sh does), or its build pulls a CUDA torch of several GB.
             "deepspeed>=0.15",
         ],
-        "eval": [],
+        # the evaluate and collect stages, `mftlaunch report` / `compare`: progress lines (tqdm),
+        # report plots (matplotlib, Agg) and training curves (tensorboard's event reader)
+        "eval": ["tqdm>=4.66", "matplotlib>=3.8", "tensorboard>=2.14"],
         "dev": ["pytest>=8", "pytest-timeout>=2"],
     },
     entry_points={"console_scripts": ["mftlaunch=launcher.cli:main"]},

@@ -40,6 +40,7 @@ from jobs.code_benchmarks.data import (
     warn_if_not_pinned,
 )
 from jobs.code_benchmarks.limits import reference_timeout_s
+from jobs.progress_meter import ProgressMeter
 from jobs.results.data_identity import generation_data_sha256, generation_mismatch
 from jobs.results.generations import (
     GenerationsError,
@@ -267,10 +268,10 @@ def _keep(outcome: BatchOutcome, done: dict[str, dict[str, Any]], partial: Parti
 
 def _run_chunks(evaluator: BatchEvaluator, todo: list[Item], total: int, done: dict[str, dict[str, Any]],
                 partial: PartialResults, should_stop: Callable[[], bool],
-                log: Callable[[str], None]) -> list[Item]:
-    """Run `todo` chunk by chunk, asking `should_stop` before each; returns the internal errors."""
+                meter: ProgressMeter) -> list[Item]:
+    """Run `todo` chunk by chunk, asking `should_stop` before each and updating `meter` after
+    each; returns the internal errors."""
     chunk = max(1, evaluator.workers * CHUNK_PER_WORKER)
-    started = time.time()
     internal: list[Item] = []
     for offset in range(0, len(todo), chunk):
         if should_stop():
@@ -278,8 +279,7 @@ def _run_chunks(evaluator: BatchEvaluator, todo: list[Item], total: int, done: d
         outcome = evaluator.run(todo[offset: offset + chunk])
         _keep(outcome, done, partial)
         internal += [item for item, _why in outcome.internal]
-        log(f"evaluate {evaluator.benchmark}: {offset + min(chunk, len(todo) - offset)}/{len(todo)} programs, "
-            f"{time.time() - started:.0f}s")
+        meter.update(total - len(todo) + offset + min(chunk, len(todo) - offset))
     return internal
 
 
@@ -311,12 +311,14 @@ def execute_generations(
     execute_many: Optional[Callable[..., list]] = None,
     backend: Any = None,
     log: Callable[[str], None] = lambda msg: print(msg, flush=True),
+    on_progress: Optional[Callable[[str], None]] = None,
 ) -> list[dict[str, Any]]:
     """Run every (problem, sample) and return one record per sample, problem-major order.
 
-    Work goes in chunks; after each chunk the records are appended to `partial_path` and
-    `should_stop()` is asked. When it says stop, `StopRequested` is raised (the records so far are
-    kept in the partial file and reused on the next call)."""
+    Work goes in chunks; after each chunk the records are appended to `partial_path`, a progress
+    line (programs, rate, ETA) is logged and handed to `on_progress`, and `should_stop()` is asked.
+    When it says stop, `StopRequested` is raised (the records so far are kept in the partial file
+    and reused on the next call)."""
     evaluator = _evaluator(benchmark, data, settings, assemble, execute_many, backend)
     partial = PartialResults(partial_path)
     done = partial.load()
@@ -324,7 +326,9 @@ def execute_generations(
     total = sum(len(s) for s in generations)
     if done:
         log(f"evaluate {benchmark}: resuming, {total - len(todo)} of {total} samples already ran")
-    internal = _run_chunks(evaluator, todo, total, done, partial, should_stop, log)
+    meter = ProgressMeter(f"evaluate {benchmark}", total, "programs", initial=total - len(todo), log=log,
+                          sink=on_progress)
+    internal = _run_chunks(evaluator, todo, total, done, partial, should_stop, meter)
     _retry_internal(evaluator, internal, done, partial, log)
     return [done[_program_key(index, sample, program)]
             for index, samples in enumerate(generations)
@@ -507,7 +511,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         payload = _evaluate(benchmark, data, generations, settings, config,
                             ctx.run_dir.metrics_file(benchmark, model_name),
                             ctx.run_dir.results_file(benchmark, model_name),
-                            should_stop=ctx.should_stop)
+                            should_stop=ctx.should_stop,
+                            on_progress=lambda line: ctx.run_dir.write_progress("evaluate", ctx.index, line))
     except StopRequested as exc:
         raise RequeueRequested(str(exc)) from None
     metrics = payload[benchmark]

@@ -57,6 +57,8 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         ctx.run_dir.generate_dir(item["key"]), recipe.model.model_name, model_id=str(model),
         dtype=engine.dtype_used(recipe.model.dtype),
         should_stop=ctx.should_stop, rank=dist.rank, world_size=dist.world_size,
+        # rank 0's line is the element's: other ranks' lines stay in the log
+        on_progress=(lambda line: ctx.run_dir.write_progress("generate", ctx.index, line)) if dist.rank == 0 else None,
     )
     if not dist.is_main:
         return counts

@@ -116,11 +116,15 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     run_dir = open_run_dir(args.run)
     rows, warnings = status.read_status(run_dir)
+    from jobs.results.cost import run_cost
+
+    cost = run_cost(run_dir)
     if args.json:
         print(json.dumps({"run_dir": str(run_dir.root), "elements": [r.to_dict() for r in rows],
-                          "summary": status.summary(rows), "warnings": warnings}, indent=2))
+                          "summary": status.summary(rows), "warnings": warnings, "cost": cost.to_dict()}, indent=2))
     else:
         status.print_table(run_dir, rows, warnings)
+        print(cost.summary_line())
     return 0
 
 

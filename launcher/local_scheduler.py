@@ -54,15 +54,20 @@ def _run_element(run_dir: RunDir, job: dict[str, Any], index: int, job_id: str, 
             ENV_START_TIME: str(start),
             "PYTHONUNBUFFERED": "1",
         })
+        threads = 1
         if job["resources"].get("cpus_per_task"):
-            threads = str(min(job["resources"]["cpus_per_task"], max_parallel_cpus))
-            env.setdefault("OMP_NUM_THREADS", threads)
+            threads = min(job["resources"]["cpus_per_task"], max_parallel_cpus)
+            env.setdefault("OMP_NUM_THREADS", str(threads))
+        cpus, gpus = job["resources"]["tasks_per_node"] * threads, job["resources"]["gpus_per_node"]
+        run_dir.update_state(job["stage"], index, cpus=cpus, gpus=gpus)
+        attempt_start = time.time()
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(_element_command(run_dir, job, index), stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, env=env)
             _children.add(proc)
             code = proc.wait()
             _children.discard(proc)
+        _record_usage(run_dir, job["stage"], index, time.time() - attempt_start, cpus, gpus)
         if code == REQUEUE_EXIT_CODE and restarts < job["resources"]["max_restarts"]:
             restarts += 1
             continue
@@ -72,6 +77,13 @@ def _run_element(run_dir: RunDir, job: dict[str, Any], index: int, job_id: str, 
                 run_dir.update_state(job["stage"], index, state="FAILED", exit_code=code, ended=time.time(),
                                      error=state.get("error") or f"exit code {code}")
         return code
+
+
+def _record_usage(run_dir: RunDir, stage: str, index: int, seconds: float, cpus: int, gpus: int) -> None:
+    """Append one attempt's measured wall time and devices: what the run cost (jobs.results.cost)."""
+    usage = run_dir.read_state(stage, index).get("usage", [])
+    usage.append({"seconds": round(seconds, 3), "cpus": cpus, "gpus": gpus})
+    run_dir.update_state(stage, index, usage=usage)
 
 
 def _blocked(run_dir: RunDir, plan: dict[str, Any], job: dict[str, Any], index: int) -> bool:

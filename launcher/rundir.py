@@ -15,18 +15,20 @@ Layout::
       logs/<job-name>_<jobid>_<index>.out   one log per job or array element
       sentinels/<stage>/<index>.done        JSON written when an element completed
       state/<stage>/<index>.json            last known attempt of an element (restarts, host)
+      state/<stage>/<index>.progress.json   the element's last progress line (rate, ETA)
       train/                 checkpoints (train/checkpoints/step_N), tensorboard (train/tb),
                              tokenized data cache (train/data_cache)
       merged/                plain HF model directory produced by the merge stage
       generate/<item>/       generations_<benchmark>_<model>.json + sidecar
       evaluate/<item>/       metrics_<benchmark>_<model>.json + per-sample results
-      collect/               results table (md/csv/json) and the submission zip
+      collect/               results table (md/csv/json), report.html and the submission zip
 """
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,9 @@ class RunDir:
     def element_state(self, stage: str, index: int) -> Path:
         return self.root / "state" / stage / f"{index}.json"
 
+    def progress_file(self, stage: str, index: int) -> Path:
+        return self.root / "state" / stage / f"{index}.progress.json"
+
     # stage artifacts
     @property
     def train_dir(self) -> Path:
@@ -205,6 +210,11 @@ class RunDir:
     def results_table(self, fmt: str) -> Path:
         return self.collect_dir / results_table_name(fmt)
 
+    @property
+    def report_file(self) -> Path:
+        """collect/report.html: the self-contained report the collector writes."""
+        return self.collect_dir / "report.html"
+
     # sentinels
     def is_done(self, stage: str, index: int) -> bool:
         return self.sentinel(stage, index).is_file()
@@ -222,6 +232,18 @@ class RunDir:
     def read_state(self, stage: str, index: int) -> dict[str, Any]:
         path = self.element_state(stage, index)
         return read_json(path) if path.is_file() else {}
+
+    def write_progress(self, stage: str, index: int, line: str) -> None:
+        """Replace the element's last progress line (what `status` shows while it runs)."""
+        atomic_write_json(self.progress_file(stage, index), {"line": line, "time": time.time()})
+
+    def read_progress(self, stage: str, index: int) -> str:
+        """The element's last progress line, or "" when it has none (or it is being replaced)."""
+        path = self.progress_file(stage, index)
+        try:
+            return str(read_json(path).get("line", ""))
+        except (OSError, ValueError, AttributeError):
+            return ""
 
     def done_record(self, stage: str, index: int) -> dict[str, Any] | None:
         path = self.sentinel(stage, index)

@@ -34,6 +34,7 @@ class ElementStatus:
     restarts: int
     done: bool
     note: str = ""
+    progress: str = ""  # the last progress line of a running element (rate, ETA)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -144,6 +145,7 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 node=(row.node if row and row.node else local.get("host", "")),
                 elapsed=(row.elapsed if row else _elapsed(local)), restarts=int(local.get("restarts", 0)),
                 done=done, note=note,
+                progress=run.read_progress(job["stage"], index) if state == "RUNNING" and not done else "",
             ))
     return rows, warnings
 
@@ -166,12 +168,12 @@ def print_table(run_dir: RunDir, rows: list[ElementStatus], warnings: list[str],
     table = Table(title=str(run_dir.root), show_lines=False)
     for col in ("stage", "idx", "item", "job id", "state", "node", "elapsed", "restarts", "done"):
         table.add_column(col, no_wrap=True)
-    table.add_column("note", overflow="ellipsis", no_wrap=True, max_width=70)
+    table.add_column("note / progress", overflow="ellipsis", no_wrap=True, max_width=90)
     colours = {"COMPLETED": "green", "FAILED": "red", "CANCELLED": "red", "TIMEOUT": "red", "RUNNING": "cyan"}
     for r in rows:
         state = f"[{colours.get(r.state, 'yellow')}]{r.state}[/]"
         table.add_row(r.stage, str(r.index), r.key, r.job_id, state, r.node, r.elapsed, str(r.restarts),
-                      "yes" if r.done else "", r.note[:80])
+                      "yes" if r.done else "", (r.note or r.progress)[:100])
     console.print(table)
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}")

@@ -213,7 +213,7 @@ class _Stop:
 def _ctx(tmp_path, data_dir, recipe, num_shards=1, stop=lambda: False):
     run_dir = RunDir(tmp_path / "run")
     return SimpleNamespace(
-        run_dir=run_dir, recipe=recipe, item={"key": "mbpp", "benchmark": "mbpp", "num_shards": num_shards},
+        run_dir=run_dir, recipe=recipe, index=0, item={"key": "mbpp", "benchmark": "mbpp", "num_shards": num_shards},
         dist=SimpleNamespace(is_main=True), data_dir=str(data_dir), should_stop=stop,
     )
 
@@ -230,6 +230,8 @@ def test_stage_merges_shards_and_writes_contract_files(tmp_path, data_dir, monke
         _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.json", part)
         _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.raw.json", {"model": "/runs/r/merged"})
     counts = evaluate.run_stage(ctx)
+    # the element's last progress line, as `status` shows it
+    assert ctx.run_dir.read_progress("evaluate", 0).startswith("evaluate mbpp: 5/5 programs [")
     assert counts["pass@1"] == pytest.approx(0.4)
     assert counts["problems"] == 5 and counts["passed"] == 2
     metrics = json.loads((ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())

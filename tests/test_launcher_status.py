@@ -137,7 +137,11 @@ def test_status_json_command(fake, tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["summary"] == {"RUNNING": 1, "PENDING": 4}
     assert [e["key"] for e in data["elements"]] == ["humaneval", "mbpp", "humaneval", "mbpp", "collect"]
-    assert fake.argv("sacct") == []  # squeue knew every element
+    # squeue knew every element: the one sacct call is the cost's, every attempt of every job
+    (sacct,) = fake.argv("sacct")
+    assert "--duplicates" in sacct and "JobID,State,AllocTRES,ElapsedRaw" in sacct
+    assert sacct[sacct.index("-j") + 1] == "1000,1001,1002"
+    assert data["cost"]["source"] == "sacct" and set(data["cost"]["by_stage"]) == {"generate", "evaluate", "collect"}
 
 
 def test_status_table_command(fake, tmp_path, capsys):
@@ -146,9 +150,15 @@ def test_status_table_command(fake, tmp_path, capsys):
     fake.set("sacct.rc", "1")
     fake.set("sacct.err", "accounting storage is disabled\n")
     capsys.readouterr()
+    line = "generate humaneval: 40/164 rows [00:10<00:31,  4.00rows/s, 300.0 new tok/s]"
+    run_dir.write_progress("generate", 0, line)
+    run_dir.write_progress("generate", 1, "generate mbpp: 3/500 rows [stale: this element is not running]")
     assert main(["status", str(run_dir.root)]) == 0
     out = capsys.readouterr().out
     assert "RUNNING" in out and "UNKNOWN" in out and "sacct unavailable" in out
+    assert line in out and "stale" not in out  # the running element's last progress line only
+    # no accounting: the cost says where its figures came from instead
+    assert "cost: 0.000 GPU-hours, 0.000 CPU-hours (0 attempts, from state files)" in out
 
 
 def test_cancel_cancels_every_job_of_the_run(fake, tmp_path, capsys):

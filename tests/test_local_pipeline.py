@@ -48,6 +48,12 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert code == 0
     assert {r["state"] for r in status["elements"]} == {"COMPLETED"}
     assert len(status["elements"]) == 2 * len(benchmarks) + 1
+    # what it cost: every element's measured wall time x the CPUs the local scheduler gave it
+    cost = status["cost"]
+    assert cost["source"] == "local" and cost["total"]["attempts"] == len(status["elements"])
+    assert all(e["attempts"] == 1 and e["cpu_seconds"] >= e["elapsed_s"] > 0 for e in cost["elements"])
+    assert cost["by_model"]["tiny"]["cpu_hours"] > 0
+    assert run_dir.read_progress("generate", 2).startswith("generate mbpp: 2/2 rows [")
     assert main(["logs", str(run_dir.root), "--stage", "generate", "--index", "1"]) == 0
     logs = capsys.readouterr().out
     assert "generate[1] (humanevalfixtests-js)" in logs

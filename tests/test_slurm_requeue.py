@@ -2,6 +2,7 @@
 batch scripts (the signal goes to the batch shell, as Slurm's --signal=B:USR2 does)."""
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
@@ -42,8 +43,12 @@ def _signal_after_progress(run_dir: RunDir, timeout: float = 180) -> str:
     """Wait until the element generated a few batches, then send USR2 to its batch shell."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if re.search(rf"{BENCH} batch 3:", _log(run_dir)):
+        done = re.findall(rf"generate {BENCH}: (\d+)/120 rows \[", _log(run_dir))
+        if done and int(done[-1]) >= 3:
             job_id = read_json(run_dir.element_state("generate", 0))["job_id"]
+            # what `status` shows for the running element: its last progress line, rate and ETA
+            line = run_dir.read_progress("generate", 0)
+            assert re.fullmatch(rf"generate {BENCH}: \d+/120 rows \[\d\d:\d\d<\d\d:\d\d, .*rows/s, .* new tok/s\]", line), line
             subprocess.run(["scancel", "--signal=USR2", "--batch", job_id], check=True)
             return job_id
         time.sleep(0.3)
@@ -79,7 +84,17 @@ def test_usr2_saves_requeues_and_resumes(slurm, tmp_path, data_dir, capsys):
     assert resumed and int(resumed.group(1)) >= 3, log[-3000:]
     generations = read_json(run_dir.generate_dir(BENCH) / f"generations_{BENCH}_tiny.json")
     assert len(generations) == 120
-    assert code_of(["status", str(run_dir.root), "--json"], capsys) == 0
+    assert main(["status", str(run_dir.root), "--json"]) == 0
+    cost = json.loads(capsys.readouterr().out)["cost"]
+    # both attempts of the requeued element, each its elapsed time x its allocated CPUs, as sacct says
+    assert cost["source"] == "sacct" and cost["elements"][0]["attempts"] == 2, cost
+    sacct = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job_id.split("_")[0], "-S",
+                            read_json(run_dir.manifest_file)["submit_time"], "-o", "ElapsedRaw,AllocCPUS"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    cpu_seconds = sum(int(e) * int(c) for e, c in (line.split("|") for line in sacct))
+    assert len(sacct) == 2 and cost["elements"][0]["cpu_seconds"] == cpu_seconds > 0
+    assert cost["by_stage"]["generate"]["cpu_hours"] == pytest.approx(cpu_seconds / 3600, abs=1e-6)
+    assert cost["total"]["gpu_hours"] == 0
 
 
 def test_restart_cap_stops_the_loop(slurm, tmp_path, data_dir, capsys):
@@ -89,8 +104,3 @@ def test_restart_cap_stops_the_loop(slurm, tmp_path, data_dir, capsys):
     assert rows[0]["state"] == "FAILED" and not rows[0]["done"], rows
     assert "restart cap (0) reached" in _log(run_dir)
 
-
-def code_of(argv: list[str], capsys) -> int:
-    code = main(argv)
-    capsys.readouterr()
-    return code

@@ -24,9 +24,14 @@ from jobs.generation.progress import Progress, partial_filename, partial_files, 
 from jobs.generation.ranks import rank_share, wait_for_rows
 from jobs.generation.rows import Row, RowResult, batches, sort_rows
 from jobs.generation.settings import DecodeSettings, token_budget
+from jobs.progress_meter import ProgressMeter
 from launcher.rundir import atomic_write_json, generations_name, read_json
 
 Log = Callable[[str], None]
+
+#: Rows per call to an engine that takes all rows at once (vLLM schedules and refills them
+#: itself): large enough to keep it busy, small enough for a progress line and a point to stop.
+ALL_AT_ONCE_CHUNK_ROWS = 512
 
 
 def sidecar_filename(benchmark: str, model_name: str) -> str:
@@ -123,23 +128,25 @@ def settle_overlong(rows: Sequence[Row], progress: Progress, job: BenchmarkJob, 
 
 def generate_rows(engine: GenerationEngine, todo: Sequence[Row], total: int, progress: Progress,
                   done_elsewhere: set[str], job: BenchmarkJob, should_stop: Callable[[], bool],
-                  log: Log) -> tuple[int, float]:
-    """Generate `todo` in the engine's call sizes, saving progress after each call and handing
-    back (RequeueRequested) when asked to stop. Returns (new tokens, seconds)."""
+                  log: Log, on_progress: Optional[Log] = None) -> tuple[int, float]:
+    """Generate `todo` in the engine's call sizes (`ALL_AT_ONCE_CHUNK_ROWS` for an engine that
+    takes all rows at once), saving progress after each call, logging a progress line (rows, rate,
+    ETA, new tokens/s) that also goes to `on_progress`, and handing back (RequeueRequested) when
+    asked to stop. Returns (new tokens, seconds)."""
     started = time.time()
     new_tokens = 0
-    size = engine.batch_rows(job.settings) or max(1, len(todo))
+    size = engine.batch_rows(job.settings) or ALL_AT_ONCE_CHUNK_ROWS
     calls = list(batches(todo, size))
     where = f" rank {job.rank}/{job.world_size}" if job.world_size > 1 else ""
+    meter = ProgressMeter(f"generate {job.benchmark}{where}", total, "rows",
+                          initial=len(progress.rows.keys() | done_elsewhere), log=log, sink=on_progress)
     for number, batch in enumerate(calls):
         for row, res in zip(batch, engine.generate(batch, job.stop, job.settings)):
             progress.rows[row.key] = asdict(res)
             new_tokens += res.new_tokens
         progress.save()
         done = len(progress.rows.keys() | done_elsewhere)
-        elapsed = time.time() - started
-        log(f"mftlaunch: {job.benchmark}{where} batch {number + 1}: {done}/{total} rows, "
-            f"{new_tokens / max(elapsed, 1e-9):.1f} new tok/s")
+        meter.update(done, f"{new_tokens / max(time.time() - started, 1e-9):.1f} new tok/s")
         if number + 1 < len(calls) and should_stop():
             raise RequeueRequested(f"generate {job.benchmark}: saved {done}/{total} rows")
     return new_tokens, time.time() - started
@@ -207,6 +214,7 @@ def generate_benchmark(
     log: Log = lambda msg: print(msg, flush=True),
     rank: int = 0,
     world_size: int = 1,
+    on_progress: Optional[Log] = None,
 ) -> dict[str, Any]:
     """Generate problems `indices` of `problems` and write the generations file and sidecar.
 
@@ -215,6 +223,7 @@ def generate_benchmark(
     model: its completion is empty (the program is the bare prompt base, which fails its tests)
     and its finish reason `prompt_too_long`. With `world_size` data-parallel ranks, `rank`
     generates its share only; rank 0 then waits for the others' rows and writes the files.
+    Progress lines go to the log and to `on_progress`.
     Returns the counts for the completion sentinel (rank 0; other ranks: their own rows)."""
     job = prepare_job(engine, benchmark, problems, indices, fmt, settings, out_dir, model_name, model_id, dtype,
                       rank, world_size)
@@ -233,7 +242,8 @@ def generate_benchmark(
     todo = [r for r in mine if r.key not in progress.rows and r.key not in elsewhere]
     if len(todo) < len(mine):
         log(f"mftlaunch: resuming {benchmark}: {len(mine) - len(todo)} of {len(mine)} rows already done")
-    new_tokens, elapsed = generate_rows(engine, todo, len(rows), progress, set(elsewhere), job, should_stop, log)
+    new_tokens, elapsed = generate_rows(engine, todo, len(rows), progress, set(elsewhere), job, should_stop, log,
+                                        on_progress)
     if rank != 0:
         log(f"mftlaunch: {benchmark} rank {rank}/{world_size}: its {len(mine)} rows are done")
         return {"benchmark": benchmark, "rank": rank, "rows": len(mine)}
