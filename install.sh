@@ -2,7 +2,8 @@
 # Install mftlaunch into ./.venv on a Debian machine (run as root for the system packages).
 #   ./install.sh          the launcher, the training/generation stack (CPU torch) and the
 #                         sandbox toolchains (g++, javac, node, go, rustc, bubblewrap)
-#   ./install.sh --dev    also the test tools and the packages of the local Slurm test cluster
+#   ./install.sh --dev    also the test tools, the packages of the local Slurm test cluster and
+#                         headless chromium (the report.html test)
 set -euo pipefail
 cd "$(dirname "$0")"
 dev=0
@@ -10,6 +11,7 @@ dev=0
 
 bash eval_sandbox/toolchains/install.sh
 [ "$dev" = 1 ] && bash tests/cluster/install.sh
+[ "$dev" = 1 ] && bash tests/browser/install.sh   # headless chromium for the report.html test
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 pip=(.venv/bin/python -m pip install --quiet)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from launcher import cli_eval
+from launcher import cli_eval, cli_results
 from launcher import profile as profiles
 from launcher.plan import Plan
 from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
@@ -316,6 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300,
                    help="check: seconds to wait for each check job before cancelling it (default 300)")
     cli_eval.register(sub)
+    cli_results.register(sub)
     return parser
 
 

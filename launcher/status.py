@@ -145,7 +145,7 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 node=(row.node if row and row.node else local.get("host", "")),
                 elapsed=(row.elapsed if row else _elapsed(local)), restarts=int(local.get("restarts", 0)),
                 done=done, note=note,
-                progress=run.read_progress(job["stage"], index) if state == "RUNNING" and not done else "",
+                progress=run_dir.read_progress(job["stage"], index) if state == "RUNNING" and not done else "",
             ))
     return rows, warnings
 
