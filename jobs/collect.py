@@ -7,7 +7,9 @@ Reads the metrics files the evaluate stage wrote (a run directory), or any direc
 - the mean pass@1 over the 13 competition tasks (MBPP counts as one task, as in the competition),
   only when all 13 are present and sound; HumanEval is reported beside the mean, never in it;
 - `generations_<model>.zip` whose single top folder `generations_<model>/` holds exactly the 13
-  competition generation files, shards merged, checked before it is written (atomically).
+  competition generation files, shards merged, checked before it is written (atomically);
+- the run's cost (GPU/CPU-hours per stage and per model) in results.json, and report.html
+  (`jobs.results.report`: tables, plots, training curves, outcomes, cost; self-contained).
 
 A task that was asked for but has no metrics, or whose metrics are broken or hold the wrong
 number of problems, is named, and `IncompleteResults` is raised (the job / CLI exits 1).
@@ -26,6 +28,7 @@ from jobs.results.collection import (ResultsError, Collection, IncompleteResults
                                      gather_file_results, gather_run_results, read_task_metrics, require_complete)
 from jobs.results.submission import (missing_generations, submission_entries, validate_submission,
                                      write_submission_zip)
+from jobs.results.report import write_run_report
 from jobs.results.tables import print_table, render, render_csv, render_json, render_markdown
 from launcher.rundir import atomic_write_json, atomic_write_text, results_table_name, submission_folder
 
@@ -68,6 +71,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         return {}
     collection = gather_run_results(ctx.run_dir.root)
     written = write_outputs(collection, ctx.run_dir.collect_dir)
+    print(f"collect: report {write_run_report(ctx.run_dir)}", flush=True)
     print_table(collection)
     if written.get("zip"):
         print(f"collect: submission zip {written['zip']}", flush=True)

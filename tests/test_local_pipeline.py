@@ -54,6 +54,14 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert all(e["attempts"] == 1 and e["cpu_seconds"] >= e["elapsed_s"] > 0 for e in cost["elements"])
     assert cost["by_model"]["tiny"]["cpu_hours"] > 0
     assert run_dir.read_progress("generate", 2).startswith("generate mbpp: 2/2 rows [")
+    # the collector wrote the cost into results.json (every stage but its own, which was running)
+    # and the report beside it
+    resources = read_json(run_dir.results_table("json"))["resources"]
+    assert resources["source"] == "local" and set(resources["by_stage"]) == {"generate", "evaluate", "collect"}
+    for stage in ("generate", "evaluate"):
+        assert resources["by_stage"][stage] == cost["by_stage"][stage]
+    report = run_dir.report_file.read_text()
+    assert all(bench in report for bench in benchmarks) and "<h2>Resources</h2>" in report
     assert main(["logs", str(run_dir.root), "--stage", "generate", "--index", "1"]) == 0
     logs = capsys.readouterr().out
     assert "generate[1] (humanevalfixtests-js)" in logs

@@ -15,9 +15,9 @@ from typing import Any, Optional
 
 from jobs.results import plots
 from jobs.results.compare import compare, render_html_table
-from jobs.results.run_results import RunResults, load_run_results
+from jobs.results.run_results import RunResults, as_schema2, load_run_results
 from jobs.results.training_curves import VALIDATION_LOSS, read_curves
-from launcher.rundir import atomic_write_text
+from launcher.rundir import RunDir, atomic_write_json, atomic_write_text, read_json
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem auto; max-width: 960px;
@@ -162,3 +162,29 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     out = Path(out)
     atomic_write_text(out, html_text)
     return out
+
+
+def add_resources(results_json: Path, cost: dict[str, Any]) -> None:
+    """results.json gains the run's cost: top-level `resources`, and each model's share as
+    `models[].resources` (/work/coord/results-schema.md)."""
+    data = read_json(results_json)
+    data["resources"] = cost
+    for model in data.get("models", []):
+        model["resources"] = cost["by_model"].get(model.get("name"))
+    atomic_write_json(results_json, data)
+
+
+def write_run_report(run_dir: RunDir) -> Path:
+    """The collector's last step: the run's cost into results.json, then collect/report.html."""
+    from jobs.results.cost import run_cost
+
+    results_json = run_dir.results_table("json")
+    try:
+        cost: Optional[dict[str, Any]] = run_cost(run_dir).to_dict()
+    except (OSError, ValueError, KeyError):  # no plan or manifest: metrics gathered by hand
+        cost = None
+    if cost is not None:
+        add_resources(results_json, cost)
+    run = RunResults(run_dir, as_schema2(read_json(results_json)))
+    atomic_write_text(run_dir.report_file, build_report([run], {run.name: cost}))
+    return run_dir.report_file

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from launcher import contract
 from launcher.rundir import RunDir, read_json
 
 MEAN_ROW = "mean (13 tasks)"
@@ -44,17 +45,15 @@ class RunResults:
         return (self.data.get("best") or {}).get("model")
 
 
-def _as_schema2(data: dict[str, Any]) -> dict[str, Any]:
+def as_schema2(data: dict[str, Any]) -> dict[str, Any]:
     """Today's single-model results.json → the schema-2 shape (one entry in `models`)."""
     if data.get("schema") == 2 or "models" in data:
         return data
-    from launcher import contract
-
     tasks = data.get("tasks") or {}
     model = {key: data.get(key) for key in ("complete", "mean_competition", "humaneval", "missing", "failed")}
     model.update(name=data["model"], tasks=tasks, step=None, competition_complete=data.get("mean_competition") is not None)
     return {"schema": 1, "limited": data.get("limited"), "models": [model],
-            "competition_tasks": list(contract.COMPETITION_SUITE),
+            "competition_tasks": [t for t in contract.COMPETITION_SUITE if t in tasks],
             "extra_tasks": [t for t in tasks if t not in contract.COMPETITION_SUITE],
             "best": {"model": data["model"] if model["competition_complete"] else None}}
 
@@ -76,7 +75,7 @@ def load_run_results(path: str | Path) -> RunResults:
                                 f"has not run (see `mftlaunch status {root}`)")
     try:
         data = read_json(results)
-        data = _as_schema2(data)
+        data = as_schema2(data)
         if not isinstance(data["models"], list) or not all(isinstance(m["name"], str) and isinstance(m["tasks"], dict)
                                                            for m in data["models"]):
             raise ValueError("models[] needs a name and tasks")
