@@ -206,6 +206,10 @@ class TrainStage(StrictModel):
             raise ValueError(f"`custom_template` is only used with template: custom (template is '{self.template}')")
         if self.min_lr > self.learning_rate:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed learning_rate ({self.learning_rate})")
+        weighted = [i for i, d in enumerate(self.datasets) if d.weight != 1.0]
+        if self.weighted_loss_mode == "coba" and weighted:
+            raise ValueError(f"datasets[{weighted[0]}].weight is not used with weighted_loss_mode: coba (CoBa sets the "
+                             "task weights, starting from equal ones as MFTCoder does); remove it")
         if self.peft_type == "qlora" and self.quantization is None:
             self.quantization = QuantizationSpec()
         if self.peft_type != "qlora" and self.quantization is not None:

@@ -135,5 +135,6 @@ def test_coba_weights_train_and_resume(tmp_path: Path) -> None:
         train.run_stage(ctx)
     result = train.run_stage(context(tmp_path, recipe, restart=1))
     coba = checkpoint.read_state(Path(result["checkpoint"])).coba
-    assert result["steps"] == 6 and len(coba["history"]) == 6 and len(coba["task_slopes"]) == 4  # weights of steps 2..5
+    # records after counters 1..5 (MFTCoder: c >= 1), weights at counters 2..5
+    assert result["steps"] == 6 and len(coba["history"]) == 5 and len(coba["task_slopes"]) == 4
     assert sum(coba["weights"]) == pytest.approx(1.0)

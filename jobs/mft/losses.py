@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from jobs.mft.batching import IGNORE
+from jobs.mft.coba_schedule import weights_due
 from launcher.recipe import CobaSpec
 
 MODES = ("case1", "case2", "case3", "case4", "coba")
@@ -154,18 +155,24 @@ def _normalised(values: torch.Tensor, scale: float) -> torch.Tensor:
 class CobaBalancer:
     """CoBa task weights (MFTCoder v0.5 `CoBaStatus`; arXiv 2410.06741), driven by the trainer.
 
-    Protocol, with `step` = optimizer steps completed so far:
+    Protocol (the schedule is `jobs.mft.coba_schedule`, MFTCoder's), with `step` = optimizer
+    steps completed before the current one:
     1. Before training: a full validation pass → `set_reference(per-task valid loss)`.
-    2. At the start of each optimizer step: `weights = step_weights(step)`, used with mode 'coba'.
-       Until `warmup_steps` these are the base weights; from then on new weights every
+    2. On the micro-batch that synchronises gradients: `weights = step_weights(step)`, used with
+       mode 'coba'. Until `warmup_steps` these are the base weights (uniform: the trainer ignores
+       dataset weights under CoBa, as MFTCoder does); from then on new weights every
        `update_interval` steps.
-    3. After each optimizer step with step >= 1 and step % update_interval == 0: evaluate
-       `sample_valid_num` validation batches, average their `reduce_task_losses(...)`, and
-       `record(...)` it.
+    3. After the optimizer steps that `coba_schedule.record_due` names: evaluate
+       `sample_valid_num` validation batches, average their per-task losses, and `record(...)` it.
 
-    Two guards MFTCoder lacks: a zero denominator gives 0 instead of NaN (a task absent from the
-    validation data, all slopes 0), and the convergence window keeps at least the current column
-    when warmup_steps > history_length (MFTCoder crashes there).
+    Guards MFTCoder lacks: a zero denominator gives 0 instead of NaN, and the convergence window
+    keeps at least the current column when warmup_steps > history_length (MFTCoder crashes there).
+
+    A task absent from the validation records (fewer than two records with it in the window, so no
+    convergence slope can be fitted) gets the uniform share 1/K, and CoBa's formulas balance the
+    remaining tasks among themselves. MFTCoder fits it a slope of 0, which the relative
+    convergence score reads as "not converging at all" and so hands it the largest weight. 1/K is
+    the mean weight, so an absent task is never the one weighted highest.
     """
 
     def __init__(self, num_tasks: int, spec: CobaSpec, base_weights: Optional[Sequence[float]] = None) -> None:
@@ -191,7 +198,7 @@ class CobaBalancer:
 
     def step_weights(self, step: int) -> torch.Tensor:
         """Task weights for optimizer step `step`; recomputed when due, else the last ones."""
-        if step >= self.spec.warmup_steps and step % self.spec.update_interval == 0:
+        if weights_due(step, self.spec):
             self.weights = self._compute(step)
         return self.weights.clone()
 
@@ -203,10 +210,19 @@ class CobaBalancer:
         total_slope = window_slope([max(row) for row in window])
         self.task_slopes.append(task_slope.tolist())
         self.total_slopes.append(total_slope)
+        fitted = [t for t in range(count) if sum(1 for row in window if row[t] != 0) >= 2]
+        weights = torch.full((count,), 1.0 / count, dtype=torch.float64)
+        if len(fitted) >= 2:
+            chosen = torch.tensor(fitted)
+            weights[chosen] = self._balance(task_slope[chosen], chosen, start) * len(fitted) / count
+        return weights
 
+    def _balance(self, task_slope: torch.Tensor, tasks: torch.Tensor, start: int) -> torch.Tensor:
+        """CoBa's weights (summing to 1) over the tasks whose convergence slope could be fitted."""
+        count = len(tasks)
         rcs = torch.softmax(_normalised(task_slope, count), dim=-1)
 
-        columns = torch.tensor(self.task_slopes, dtype=torch.float64).T  # [tasks, updates]
+        columns = torch.tensor(self.task_slopes, dtype=torch.float64).T[tasks]  # [tasks, updates]
         recent = columns[:, min(start, columns.shape[1] - 1) :]
         acs = torch.softmax(_normalised(recent, -recent.shape[1])[:, -1], dim=-1)
 

@@ -20,6 +20,7 @@ import torch
 from jobs.context import RequeueRequested, StageContext
 from jobs.mft.batching import EpochLoader, collate, model_inputs
 from jobs.mft.data import MftData, load_mft_data
+from jobs.mft.coba_schedule import record_batches, record_due
 from jobs.mft.losses import CobaBalancer, MftLoss, mft_loss
 from jobs.tiny_model import resolve_model_path
 from jobs.training import checkpoint, engine as engines, schedule
@@ -86,8 +87,8 @@ class Trainer:
             print(f"[train] rank {self.rank}/{world}: {describe_quantization(net, train)}", flush=True)
         self.compute_dtype = compute_dtype(self.model_spec, train)
         self.base_weights = torch.tensor(self.data.task_weights, dtype=torch.float32)
-        self.coba = (CobaBalancer(len(self.data.task_names), train.coba, self.data.task_weights)
-                     if train.weighted_loss_mode == "coba" else None)
+        # under CoBa the dataset weights are ignored (MFTCoder sets them all to 1): CoBa sets them
+        self.coba = CobaBalancer(len(self.data.task_names), train.coba) if train.weighted_loss_mode == "coba" else None
         self.state = self._resume()
         self.logger = Logger(self.data.task_names, self.ctx.run_dir.tensorboard_dir, self.is_main, self.total_steps,
                              self.state.step)
@@ -200,13 +201,15 @@ class Trainer:
         ga = train.gradient_accumulation_steps
         saved_at: Optional[int] = None
         self.engine.module.train()
-        weights = self._step_weights()
+        weights = self.base_weights if self.coba is None else self.coba.weights.float()
         step_start = time.monotonic()
         while state.step < self.total_steps and (train.max_steps or state.epoch < train.epochs) and not state.stopped_early:
             num_batches = self.loader.num_batches(state.epoch)
             for index, batch in enumerate(self.loader.iterate(state.epoch, state.batch_in_epoch), state.batch_in_epoch):
                 boundary = (index + 1) % ga == 0 or index + 1 == num_batches
                 self.engine.set_boundary(boundary)
+                if boundary and self.coba is not None:
+                    weights = self.coba.step_weights(state.step).float()
                 out = self._loss(batch, weights)
                 self.engine.backward(out.loss)
                 self.engine.step()
@@ -234,22 +237,17 @@ class Trainer:
                     raise RequeueRequested(f"stopped at step {state.step} ({self.ctx.stop.reason or 'time budget'})")
                 if state.step >= self.total_steps or state.stopped_early:
                     break
-                weights = self._step_weights()
                 step_start = time.monotonic()
         return self._finish(saved_at)
 
-    def _step_weights(self) -> torch.Tensor:
-        if self.coba is None:
-            return self.base_weights
-        return self.coba.step_weights(self.state.step).float()
-
     def _coba_record(self) -> None:
-        """CoBa's per-step validation sample, from a deterministic cycle over the validation batches."""
+        """CoBa's validation record after this optimizer step, when MFTCoder's schedule has one
+        (`jobs.mft.coba_schedule`; `state.step - 1` is the counter before this step)."""
         spec = self.train.coba
-        if self.coba is None or self.state.step % spec.update_interval:
+        if self.coba is None or not record_due(self.state.step - 1, spec):
             return
-        first = len(self.coba.history) * spec.sample_valid_num
-        _, tasks, _ = self.evaluate(list(range(first, first + spec.sample_valid_num)))
+        batches = record_batches(self.state.step - 1, spec, len(self.valid_loader.plan(0)))
+        _, tasks, _ = self.evaluate(batches)
         self.coba.record(tasks)
 
     def _evaluate_and_track(self) -> bool:
