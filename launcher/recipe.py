@@ -172,6 +172,9 @@ class TrainStage(StrictModel):
     quantization: Optional[QuantizationSpec] = None
     weighted_loss_mode: Literal["case1", "case2", "case3", "case4", "coba"] = "case3"
     coba: CobaSpec = Field(default_factory=CobaSpec)
+    moe_aux_loss_coef: Optional[float] = Field(
+        None, ge=0, description="weight of the MoE router load-balancing loss added to the MFT loss (MFTCoder adds it); "
+                                "None: the model config's router_aux_loss_coef for MoE models, 0 for dense ones; 0: off")
     epochs: int = Field(1, ge=1)
     max_steps: Optional[int] = Field(None, ge=1)
     per_device_train_batch_size: int = Field(2, ge=1)

@@ -57,6 +57,7 @@ class MftLoss:
     task_samples: torch.Tensor  # [K] samples with target tokens per task
     sample_loss: torch.Tensor  # [S] token mean per sample of the batch, 0 without targets; detached
     sample_tokens: torch.Tensor  # [S] target tokens per sample
+    aux_loss: Optional[torch.Tensor] = None  # coefficient × MoE load-balancing loss, included in `loss`
 
 
 def combine(

@@ -1,7 +1,7 @@
 """Training metrics: one all-reduce per optimizer step, TensorBoard and a progress line on rank 0.
 
 Per step every rank contributes [loss sum, micro-batches, positions, non-pad tokens, stop flag,
-per-task loss sums, per-task presence]; one SUM all-reduce gives the global numbers and, in the
+per-task loss sums, per-task presence, MoE auxiliary loss sum]; one SUM all-reduce gives the global numbers and, in the
 same call, the ranks' agreement to stop (any rank's USR2 or time budget stops all of them at the
 same step boundary).
 """
@@ -27,6 +27,7 @@ class StepTotals:
     stop: float = 0.0
     task_loss: list[float] = field(default_factory=list)
     task_count: list[float] = field(default_factory=list)
+    aux_loss: float = 0.0  # sum over micro-batches of coefficient × MoE load-balancing loss
 
 
 class StepAccumulator:
@@ -38,9 +39,10 @@ class StepAccumulator:
         self.reset()
 
     def reset(self) -> None:
-        self.values = torch.zeros(5 + 2 * self.num_tasks, dtype=torch.float64, device=self.device)
+        self.values = torch.zeros(6 + 2 * self.num_tasks, dtype=torch.float64, device=self.device)
 
-    def add(self, loss: torch.Tensor, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, task_present: torch.Tensor) -> None:
+    def add(self, loss: torch.Tensor, batch: dict[str, torch.Tensor], task_loss: torch.Tensor, task_present: torch.Tensor,
+            aux_loss: Optional[torch.Tensor] = None) -> None:
         k = self.num_tasks
         self.values[0] += loss.detach().double()
         self.values[1] += 1
@@ -48,7 +50,9 @@ class StepAccumulator:
         self.values[3] += (batch["sample_index"] >= 0).sum().double()
         present = task_present.double()
         self.values[5 : 5 + k] += task_loss.double() * present
-        self.values[5 + k :] += present
+        self.values[5 + k : 5 + 2 * k] += present
+        if aux_loss is not None:
+            self.values[5 + 2 * k] += aux_loss.detach().double()
 
     def reduce(self, stop: bool) -> StepTotals:
         """Global totals of the step (collective); resets for the next step."""
@@ -59,7 +63,7 @@ class StepAccumulator:
         self.reset()
         v = values.cpu().tolist()
         k = self.num_tasks
-        return StepTotals(v[0], v[1], v[2], v[3], v[4], v[5 : 5 + k], v[5 + k :])
+        return StepTotals(v[0], v[1], v[2], v[3], v[4], v[5 : 5 + k], v[5 + k : 5 + 2 * k], v[5 + 2 * k])
 
 
 class Logger:
@@ -82,6 +86,7 @@ class Logger:
         self._window: list[StepTotals] = []
         self._window_start = time.monotonic()
         self.last_loss: Optional[float] = None
+        self.last_aux_loss = 0.0
 
     def add_step(self, totals: StepTotals, seconds: float) -> None:
         self._window.append(totals)
@@ -97,6 +102,8 @@ class Logger:
         micro = sum(w.micro_batches for w in window)
         loss = sum(w.loss for w in window) / max(1.0, micro)
         self.last_loss = loss
+        aux = sum(w.aux_loss for w in window) / max(1.0, micro)
+        self.last_aux_loss = aux
         if not self.is_main:
             return
         tokens_s = sum(w.positions for w in window) / elapsed
@@ -105,6 +112,8 @@ class Logger:
                    "train/effective_tokens_per_s": real_s}
         if grad_norm is not None:
             scalars["train/grad_norm"] = grad_norm
+        if aux:
+            scalars["train/moe_aux_loss"] = aux
         for t, name in enumerate(self.task_names):
             count = sum(w.task_count[t] for w in window)
             if count:
@@ -115,6 +124,7 @@ class Logger:
         done = step - self.start_step
         eta = self.train_seconds / done * (self.total_steps - step) if done else 0.0
         norm = f" grad_norm {grad_norm:.3f}" if grad_norm is not None else ""
+        norm += f" moe_aux {aux:.4f}" if aux else ""
         print(f"[train] step {step}/{self.total_steps} epoch {epoch} loss {loss:.4f} lr {lr:.3e}{norm} "
               f"tokens/s {tokens_s:,.0f} (non-pad {real_s:,.0f}) ETA {_hms(eta)}", flush=True)
 

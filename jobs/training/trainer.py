@@ -21,6 +21,7 @@ from jobs.context import RequeueRequested, StageContext
 from jobs.mft.batching import EpochLoader, collate, model_inputs
 from jobs.mft.data import MftData, load_mft_data
 from jobs.mft.coba_schedule import record_batches, record_due
+from jobs.mft.moe_aux import RouterLogits, aux_coefficient, load_balancing
 from jobs.mft.losses import CobaBalancer, MftLoss, mft_loss
 from jobs.tiny_model import resolve_model_path
 from jobs.training import checkpoint, engine as engines, schedule
@@ -86,6 +87,9 @@ class Trainer:
         if train.peft_type == "qlora":  # every rank: the 4-bit layers really present, in each rank's log
             print(f"[train] rank {self.rank}/{world}: {describe_quantization(net, train)}", flush=True)
         self.compute_dtype = compute_dtype(self.model_spec, train)
+        self.model_config = self.engine.module.config
+        self.moe_aux_coef = aux_coefficient(train.moe_aux_loss_coef, self.model_config)
+        self.routers = RouterLogits(self.engine.module) if self.moe_aux_coef > 0 else None
         self.base_weights = torch.tensor(self.data.task_weights, dtype=torch.float32)
         # under CoBa the dataset weights are ignored (MFTCoder sets them all to 1): CoBa sets them
         self.coba = CobaBalancer(len(self.data.task_names), train.coba) if train.weighted_loss_mode == "coba" else None
@@ -116,9 +120,19 @@ class Trainer:
     def _loss(self, batch: dict[str, torch.Tensor], weights: torch.Tensor) -> MftLoss:
         batch = {k: v.to(self.device) for k, v in batch.items()}
         inputs = model_inputs(batch, self.model_spec.attn_implementation, self.compute_dtype)
+        balance = self.routers is not None and self.engine.module.training
         with self.engine.autocast():
-            logits = self.engine.module(**inputs).logits
-        return mft_loss(logits, batch, weights, self.train.weighted_loss_mode)
+            if balance:
+                with self.routers:
+                    logits = self.engine.module(**inputs).logits
+            else:
+                logits = self.engine.module(**inputs).logits
+        result = mft_loss(logits, batch, weights, self.train.weighted_loss_mode)
+        if balance:
+            real = (batch["sample_index"] >= 0).reshape(inputs["input_ids"].shape)
+            result.aux_loss = self.moe_aux_coef * load_balancing(self.routers.logits, self.model_config, real).float()
+            result.loss = result.loss + result.aux_loss
+        return result
 
     def evaluate(self, batch_indices: Optional[list[int]] = None) -> tuple[float, list[float], list[float]]:
         """Validation loss (mean over all ranks' batches) and per-task losses with their counts.
@@ -213,7 +227,7 @@ class Trainer:
                 out = self._loss(batch, weights)
                 self.engine.backward(out.loss)
                 self.engine.step()
-                accumulator.add(out.loss, batch, out.task_loss, out.task_present)
+                accumulator.add(out.loss, batch, out.task_loss, out.task_present, out.aux_loss)
                 if not boundary:
                     continue
                 state.step += 1
