@@ -135,13 +135,19 @@ class CobaSpec(StrictModel):
 
 
 class CustomTemplate(StrictModel):
-    """Role markers of a chat template not built in. `{}` is not used: markers are literal text."""
+    """Role markers of a chat template not built in. `{}` is not used: markers are literal text.
+
+    MFTCoder's free-form `role_markers` {system: S, user: U, assistant: A} are
+    {system_prefix: S, human_prefix: U, bot_prefix: A, turn_end: "\\n", bot_suffix: "\\n",
+    after_bot_end: "\\n"} (docs/TRAINING.md)."""
 
     system_prefix: str = ""
     human_prefix: str
     bot_prefix: str
     turn_end: str = Field("", description="appended after every system/human turn")
     bot_end: Optional[str] = Field(None, description="appended after bot turns; None: the eos token")
+    bot_suffix: str = Field("", description="trained text after the bot content, before bot_end (MFTCoder: \\n)")
+    after_bot_end: str = Field("", description="untrained text after every bot_end, a piece of its own (MFTCoder: \\n)")
 
 
 class EarlyStopping(StrictModel):
@@ -166,7 +172,9 @@ class TrainStage(StrictModel):
     custom_template: Optional[CustomTemplate] = None
     validation_split: float = Field(0.02, ge=0, lt=1)
     padding_mode: Literal["padding", "dynamic", "pack"] = "dynamic"
-    overlong: Literal["truncate", "drop"] = "truncate"
+    overlong: Literal["truncate", "drop"] = Field(
+        "truncate", description="samples over seq_length + 1 tokens: truncate (keeps their start) or drop "
+                                "(MFTCoder's UniformEncoder drops them)")
     peft_type: Literal["lora", "qlora", "full"] = "lora"
     lora: LoraSpec = Field(default_factory=LoraSpec)
     quantization: Optional[QuantizationSpec] = None

@@ -71,6 +71,7 @@ def test_mftcoder_trains_content_newline_and_eos(tok):
         (1, "def f(): pass\n</s>"),
         (0, "\n<s>human\nmore\n<s>bot\n"),
         (1, "ok\n</s>"),
+        (0, "\n"),  # MFTCoder puts "\n" after every eos, the last one too
     ]
     # `<s>` is the tokenizer's bos string, so it becomes the bos token, as with CodeLlama
     assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 5
@@ -78,7 +79,7 @@ def test_mftcoder_trains_content_newline_and_eos(tok):
 
 def test_mftcoder_without_system(tok):
     ids, mask = encode(resolve_template("mftcoder"), tok, TWO_ROUNDS[:2])
-    assert spans(tok, ids, mask) == [(0, "<s>human\nhi\n<s>bot\n"), (1, "def f(): pass\n</s>")]
+    assert spans(tok, ids, mask) == [(0, "<s>human\nhi\n<s>bot\n"), (1, "def f(): pass\n</s>"), (0, "\n")]
 
 
 def test_custom_template_with_eos_end(tok):

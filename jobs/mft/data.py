@@ -2,8 +2,8 @@
 
 A dataset (`DatasetSpec`) is a directory searched recursively for `*.jsonl` (or one `.jsonl`
 file); its task name is `DatasetSpec.task_name`. Each line is
-`{"chat_rounds": [{"role": "system"|"human"|"bot", "content": "..."}, ...]}` (`user` and
-`assistant` are accepted for human and bot). Bad rows are errors naming the file and line: a
+`{"chat_rounds": [{"role": "system"|"human"|"bot", "content": "..."}, ...]}` (`user` is accepted
+for human, `assistant` and `gpt` for bot, as MFTCoder accepts them). Bad rows are errors naming the file and line: a
 silently skipped row is a silently different training set.
 
 Tokenization runs once per dataset and is cached on shared storage under a key made of the data
@@ -13,7 +13,7 @@ other ranks wait for the entry (jobs.mft.cache).
 
 Lengths: a sample of n tokens gives n-1 (input, next-token) positions, and seq_length bounds the
 positions (MFTCoder's seq_length+1 tokens). Longer samples are truncated or dropped as the recipe
-says; samples left without any target token are dropped. Both are counted and logged.
+says (`overlong: drop` is what MFTCoder does); samples left without any target token are dropped. Both are counted and logged.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from launcher.recipe import DatasetSpec, TrainStage
 
 log = logging.getLogger(__name__)
 
-ROLES = {"system": "system", "human": "human", "user": "human", "bot": "bot", "assistant": "bot"}
+ROLES = {"system": "system", "human": "human", "user": "human", "bot": "bot", "assistant": "bot", "gpt": "bot"}
 MAX_LISTED_PROBLEMS = 20
 ENCODE_CHUNK = 2048  # conversations per batched tokenizer call
 
@@ -73,7 +73,7 @@ def parse_conversation(row: Any) -> list[Turn]:
             raise ValueError(f"{where} must be an object with `role` and `content`")
         role = ROLES.get(str(item["role"]).lower())
         if role is None:
-            raise ValueError(f"{where}: unknown role {item['role']!r}; use system, human (user) or bot (assistant)")
+            raise ValueError(f"{where}: unknown role {item['role']!r}; use system, human (user) or bot (assistant, gpt)")
         if not isinstance(item["content"], str):
             raise ValueError(f"{where}: content must be a string")
         expected = "human" if not turns or turns[-1].role in ("system", "bot") else "bot"

@@ -6,9 +6,11 @@ the newline after the answer) and the end marker that follows it (the tokenizer'
 `<|im_end|>` for ChatML), so the model learns to stop. Everything else (system, human turns, role
 markers, the text between rounds) is context only.
 
-Every stretch of text is tokenized on its own, as MFTCoder does: the bot content starts a fresh
-encode, just as generated text starts right after the prompt's bot marker at inference, and the
-mask boundary never falls inside a token.
+Every stretch of text is tokenized on its own, as MFTCoder's `UniformEncoder` (v0.5) does: the
+system turn is one piece, each human turn with the bot marker after it one piece, the bot content
+a fresh encode (just as generated text starts right after the prompt's bot marker at inference,
+and the mask boundary never falls inside a token), and text after the end marker its own piece.
+No-break spaces (U+00A0, U+202F) in contents become plain spaces, as MFTCoder normalises them.
 """
 from __future__ import annotations
 
@@ -30,8 +32,8 @@ class Turn:
 class ChatTemplate:
     """Literal role markers. A conversation renders as
 
-    [system_prefix SYS system_suffix] (human_prefix Q human_suffix bot_prefix | A bot_suffix END |)+
-    with `between_rounds` (context) after END when another round follows; `| ... |` is trained.
+    [system_prefix SYS system_suffix] (human_prefix Q human_suffix bot_prefix | A bot_suffix END | after_end)+
+    with `between_rounds` (context) in front of every human turn but the first; `| ... |` is trained.
     `bot_end=None` means the tokenizer's eos token id.
     """
 
@@ -44,25 +46,27 @@ class ChatTemplate:
     bot_suffix: str = ""
     bot_end: Optional[str] = None
     between_rounds: str = ""
+    after_end: str = ""
 
     def segments(self, turns: Sequence[Turn]) -> list[tuple[str, bool]]:
         """(text, trained) stretches; a trained stretch is followed by the end marker.
 
-        `turns` is a checked conversation: optional system first, then human/bot pairs.
+        `turns` is a checked conversation: optional system first, then human/bot pairs. The
+        system turn is a piece of its own; `after_end` (context) is a piece of its own after every
+        end marker, `between_rounds` is put in front of the next human turn.
         """
         out: list[tuple[str, bool]] = []
-        context = ""
         for turn in turns:
+            content = normalise_spaces(turn.content)
             if turn.role == "system":
-                context += self.system_prefix + turn.content + self.system_suffix
+                out.append((self.system_prefix + content + self.system_suffix, False))
             elif turn.role == "human":
-                if out:
-                    context += self.between_rounds
-                context += self.human_prefix + turn.content + self.human_suffix + self.bot_prefix
+                lead = self.between_rounds if any(trained for _, trained in out) else ""
+                out.append((lead + self.human_prefix + content + self.human_suffix + self.bot_prefix, False))
             else:
-                out.append((context, False))
-                out.append((turn.content + self.bot_suffix, True))
-                context = ""
+                out.append((content + self.bot_suffix, True))
+                if self.after_end:
+                    out.append((self.after_end, False))
         return out
 
     def end_ids(self, tokenizer: Any) -> list[int]:
@@ -72,6 +76,17 @@ class ChatTemplate:
         if tokenizer.eos_token_id is None:
             raise ValueError(f"template '{self.name}' ends bot turns with the eos token, but the tokenizer has none")
         return [int(tokenizer.eos_token_id)]
+
+
+#: No-break spaces MFTCoder's encoder turns into plain spaces before tokenizing.
+NO_BREAK_SPACES = {"\u00a0": " ", "\u202f": " "}
+
+
+def normalise_spaces(text: str) -> str:
+    """`text` with no-break spaces (U+00A0, U+202F) as plain spaces, as MFTCoder's encoder has it."""
+    for odd, plain in NO_BREAK_SPACES.items():
+        text = text.replace(odd, plain)
+    return text
 
 
 CHATML = ChatTemplate(
@@ -94,6 +109,8 @@ CODEFUSE = ChatTemplate(
     bot_prefix="<|role_start|>bot<|role_end|>",
 )
 
+# MFTCoder's UniformEncoder with its default role markers: every content ends with "\n", the bot
+# content + "\n" + eos is trained, and "\n" follows every eos as a piece of its own.
 MFTCODER = ChatTemplate(
     name="mftcoder",
     system_prefix="<s>system\n",
@@ -102,7 +119,7 @@ MFTCODER = ChatTemplate(
     human_suffix="\n",
     bot_prefix="<s>bot\n",
     bot_suffix="\n",
-    between_rounds="\n",
+    after_end="\n",
 )
 
 BUILTIN: dict[str, ChatTemplate] = {t.name: t for t in (CHATML, CODEFUSE, MFTCODER)}
@@ -120,7 +137,9 @@ def resolve_template(name: str, custom: Optional[CustomTemplate] = None) -> Chat
             human_prefix=custom.human_prefix,
             human_suffix=custom.turn_end,
             bot_prefix=custom.bot_prefix,
+            bot_suffix=custom.bot_suffix,
             bot_end=custom.bot_end,
+            after_end=custom.after_bot_end,
         )
     if name not in BUILTIN:
         raise ValueError(f"unknown template '{name}'; known: {', '.join(BUILTIN)}, custom")
