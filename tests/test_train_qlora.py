@@ -44,6 +44,17 @@ def spec(dtype: str = "fp32") -> ModelSpec:
     return ModelSpec(path="builtin:tiny-llama", model_name="tiny", dtype=dtype)
 
 
+def test_bitsandbytes_range_is_one_definition_and_installed() -> None:
+    """setup.py's train extra and the error message name the same range, and this venv has it."""
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    setup_text = (Path(__file__).resolve().parent.parent / "setup.py").read_text()
+    assert f'"{model_mod.BITSANDBYTES_REQUIREMENT}"' in setup_text
+    assert version("bitsandbytes") in Requirement(model_mod.BITSANDBYTES_REQUIREMENT).specifier
+
+
 def test_quantization_block_becomes_bitsandbytes_config() -> None:
     fp4 = model_mod.quantization_config(spec(), stage(quantization={"quant_type": "fp4", "double_quant": False}))
     assert fp4.load_in_4bit and fp4.bnb_4bit_quant_type == "fp4" and not fp4.bnb_4bit_use_double_quant
