@@ -11,11 +11,17 @@ makespan (wall time until the last element ends) on N = 1, 2, 4, 8, 13, 16, 32 G
       (`jobs.code_benchmarks.data.shard_range`, what the generate stage does today), the number of
       shards per benchmark chosen to minimise the makespan estimated with every problem costing
       the suite's mean time;
-  (c) cost-balanced shards: contiguous shards of equal *estimated* cost, the estimate knowing only
-      the prompt length (prefill x prompt tokens + decode x the suite's mean new tokens), shard
-      counts chosen the same way;
+  (c) balanced: what `generate.shards: auto` does, with the planner's own balancer
+      (launcher/balance.py) asked for one element per GPU: the benchmarks laid end to end and cut
+      into elements of equal *estimated* cost, the estimate knowing only the prompt length
+      (prefill x prompt tokens + decode x the suite's mean new tokens);
 
 and a lower bound, max(total work / N, largest single problem) + one element's start-up.
+
+It also plans the shipped eval-only recipe (recipes/qwen_competition_eval.yaml, the 13 tasks) with
+the planner itself (launcher/array_layout.py: its cost model reads the data with the standard
+library) at --elements elements (default 16) and prints the largest element's estimated cost over
+the mean, for the generate and evaluate arrays, beside one element per benchmark.
 Elements are started longest-first by their estimate (LPT), each on the next GPU that is free;
 their real durations are the sums of their problems' times plus a start-up cost per element
 (--element-overhead-s: Slurm start, model load, warm-up), so more shards are not free.
@@ -51,9 +57,7 @@ import os
 import statistics
 import sys
 import time
-from bisect import bisect_left
 from dataclasses import dataclass, field
-from itertools import accumulate
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
@@ -99,26 +103,6 @@ def count_split(num_problems: int, shards: int) -> list[Range]:
     from jobs.code_benchmarks.data import shard_range
 
     return [(r.start, r.stop) for r in (shard_range(num_problems, s, shards) for s in range(shards))]
-
-
-def cost_split(costs: Sequence[float], shards: int) -> list[Range]:
-    """Contiguous shards of about equal total cost: cut j goes to the problem boundary nearest to
-    j/shards of the total, keeping every shard non-empty."""
-    n = len(costs)
-    if not 1 <= shards <= n:
-        raise ValueError(f"cannot cut {n} problems into {shards} non-empty shards")
-    prefix = [0.0] + list(accumulate(costs))
-    total = prefix[-1]
-    cuts = [0]
-    for j in range(1, shards):
-        target = total * j / shards
-        k = bisect_left(prefix, target)
-        if k > 0 and (k > n or target - prefix[k - 1] <= prefix[k] - target):
-            k -= 1
-        k = min(max(k, cuts[-1] + 1), n - (shards - j))
-        cuts.append(k)
-    cuts.append(n)
-    return [(cuts[i], cuts[i + 1]) for i in range(shards)]
 
 
 @dataclass
@@ -197,6 +181,24 @@ def run_strategy(name: str, times, estimates, shards, splitter, gpus: int, overh
     return Outcome(name, makespan, len(els), dict(shards), busy)
 
 
+def run_balanced(times: dict[str, list[float]], estimates: dict[str, list[float]], gpus: int,
+                 overhead: float) -> Outcome:
+    """The planner's balancer (launcher/balance.py) asked for one element per GPU: the suite cut into
+    elements of equal estimated cost (an element may hold the end of one benchmark and the start
+    of the next); each element pays the start-up once."""
+    from launcher.balance import Unit, balanced
+
+    elements = balanced([Unit("model", bench, list(est)) for bench, est in estimates.items()], gpus)
+    est = [sum(sum(estimates[p.benchmark][p.start:p.stop]) for p in e.pieces) + overhead for e in elements]
+    act = [sum(sum(times[p.benchmark][p.start:p.stop]) for p in e.pieces) + overhead for e in elements]
+    makespan, busy, _ = list_schedule(act, lpt_order(est), gpus)
+    pieces: dict[str, int] = {}
+    for element in elements:
+        for piece in element.pieces:
+            pieces[piece.benchmark] = pieces.get(piece.benchmark, 0) + 1
+    return Outcome("balanced", makespan, len(elements), pieces, busy)
+
+
 def plan(
     times: dict[str, list[float]],
     prompt_cost: dict[str, list[float]],
@@ -218,11 +220,23 @@ def plan(
     per_benchmark = run_strategy("per_benchmark", times, by_count, ones, counted, gpus, overhead)
     count = run_strategy("count_shards", times, by_count, choose_shards(by_count, gpus, overhead, counted),
                          counted, gpus, overhead)
-    cost = run_strategy("cost_shards", times, prompt_cost, choose_shards(prompt_cost, gpus, overhead, cost_split),
-                        cost_split, gpus, overhead)
+    cost = run_balanced(times, prompt_cost, gpus, overhead)
     bound = max(sum(everything) / gpus, max(everything)) + overhead
     return {"gpus": gpus, "per_benchmark": per_benchmark.as_dict(), "count_shards": count.as_dict(),
-            "cost_shards": cost.as_dict(), "lower_bound_s": bound}
+            "balanced": cost.as_dict(), "lower_bound_s": bound}
+
+
+def planner_balance(data_dir: str, elements: int) -> dict[str, Any]:
+    """The planner itself on the shipped eval-only recipe (13 tasks, full data): the estimated
+    cost of the largest element over the mean, balanced vs one element per benchmark."""
+    from launcher.plan import build_plan
+    from launcher.profile import load_profile
+    from launcher.recipe import load_recipe
+
+    recipe = load_recipe(REPO / "recipes" / "qwen_competition_eval.yaml", [
+        f"data_dir={data_dir}", "generate.benchmarks=[competition]", f"generate.balance.elements={elements}",
+        f"evaluate.balance.elements={elements}"])
+    return build_plan(recipe, load_profile("slurm-generic")).balance
 
 
 # ------------------------------------------------------------------------------------------
@@ -332,6 +346,7 @@ def parse_args(argv):
     p.add_argument("--new-tokens", type=int, default=None, help="new tokens per problem (default: the canonical answer's)")
     p.add_argument("--element-overhead-s", type=float, default=DEFAULT_OVERHEAD_S)
     p.add_argument("--gpus", default=",".join(map(str, GPU_COUNTS)))
+    p.add_argument("--elements", type=int, default=16, help="array elements of the planner check")
     p.add_argument("--out", default=None)
     return p.parse_args(argv)
 
@@ -370,6 +385,7 @@ def main(argv=None) -> int:
         "benchmarks": benchmarks,
         "results": results,
         "results_without_startup": no_startup,
+        "planner_balance": planner_balance(args.data_dir, args.elements),
     }
     print_table(report)
     out = Path(args.out) if args.out else REPO / "runs" / "benchmarks" / f"scaling-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -397,13 +413,18 @@ def print_table(report: dict[str, Any]) -> None:
     print_results(f"makespan in minutes (elements), start-up {inp['element_overhead_s']:g} s per element", report["results"])
     if report["results_without_startup"]:
         print_results("the same without start-up (generation alone)", report["results_without_startup"])
+    for stage, figures in report["planner_balance"].items():
+        per = figures["per_benchmark"]
+        print(f"planner, {stage} array of the 13 tasks ({figures['layout']}): {figures['elements']} elements, largest "
+              f"= {figures['max_over_mean']:.3f} x the mean estimated cost; one element per benchmark "
+              f"({per['elements']}): {per['max_over_mean']:.3f} x")
 
 
 def print_results(title: str, results: list[dict[str, Any]]) -> None:
     print(title)
-    print(f"{'GPUs':>5}{'per-benchmark':>16}{'count shards':>18}{'cost shards':>18}{'lower bound':>13}{'best vs per-bm':>16}")
+    print(f"{'GPUs':>5}{'per-benchmark':>16}{'count shards':>18}{'balanced':>18}{'lower bound':>13}{'best vs per-bm':>16}")
     for r in results:
-        a, b, c = r["per_benchmark"], r["count_shards"], r["cost_shards"]
+        a, b, c = r["per_benchmark"], r["count_shards"], r["balanced"]
         best = min(b["makespan_s"], c["makespan_s"])
         print(f"{r['gpus']:>5}{_minutes(a['makespan_s']):>11} ({a['elements']:>2}){_minutes(b['makespan_s']):>12} ({b['elements']:>3})"
               f"{_minutes(c['makespan_s']):>12} ({c['elements']:>3}){_minutes(r['lower_bound_s']):>13}"

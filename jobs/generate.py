@@ -13,12 +13,13 @@ and, while running, `generations_..partial.json` (`jobs.generation.progress`) so
 element skips what is done. The parts (settings, engines, batching, progress) live in
 `jobs.generation`; their docstrings give the decisions behind them.
 
-- Sharding: shard k of n holds a contiguous, balanced slice of the problems
-  (`jobs.code_benchmarks.data.shard_range`), so concatenating the shards in order gives dataset order.
+- Pieces: an array element holds pieces (model, benchmark, problems [start, stop)) laid out by the
+  planner (launcher/array_layout.py); each piece's files go to `RunDir.piece_generate_dir`, and
+  joining a benchmark's pieces in order gives dataset order.
 - Several devices: every rank of an element generates (`placement: data_parallel`, a share of
   the rows each, `jobs.generation.ranks`), or one rank per node holds the model across the node's
-  GPUs (`placement: split`, `jobs.generation.devices`). `shards:` still spreads a benchmark over
-  array elements.
+  GPUs (`placement: split`, `jobs.generation.devices`). More array elements spread the work
+  over more GPUs.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Optional, Sequence
 
+from jobs import run_models
 from jobs.code_benchmarks import prompts as pr
 from jobs.code_benchmarks.data import data_provenance, load_benchmark, shard_range, warn_if_not_pinned
 from jobs.generation.benchmark import generate_benchmark
@@ -38,31 +40,55 @@ from jobs.tiny_model import resolve_model_path
 
 
 def run_stage(ctx: Any) -> dict[str, Any]:
-    """Generate the plan item's benchmark (or shard) into `run.generate_dir(item key)`."""
-    recipe, stage, item, dist = ctx.recipe, ctx.recipe.stages.generate, ctx.item, ctx.dist
-    benchmark = item["benchmark"]
-    shard, num_shards = int(item.get("shard", 0)), int(item.get("num_shards", 1))
-    data = load_benchmark(benchmark, ctx.data_dir or recipe.data_dir, recipe.limit)
-    warn_if_not_pinned(data)
-    indices = list(shard_range(len(data.problems), shard, num_shards))
-    fmt = pr.PromptFormat.from_stage(stage)
-    model, tokenizer = pick_model(recipe, ctx.run_dir)
-    devices = device_plan(stage.placement, dist.local_rank, visible_gpus())
-    print(f"mftlaunch: generate rank {dist.rank}/{dist.world_size}: "
-          + (f"model split over {devices.split_over} GPUs" if devices.is_split else f"model on {devices.device}"),
-          flush=True)
-    engine = make_engine(stage.backend, model, tokenizer, recipe.model, fmt, devices=devices)
-    counts = generate_benchmark(
-        engine, benchmark, data.problems, indices, fmt, settings_from_stage(stage),
-        ctx.run_dir.generate_dir(item["key"]), recipe.model.model_name, model_id=str(model),
-        dtype=engine.dtype_used(recipe.model.dtype),
-        should_stop=ctx.should_stop, rank=dist.rank, world_size=dist.world_size,
-        # rank 0's line is the element's: other ranks' lines stay in the log
-        on_progress=(lambda line: ctx.run_dir.write_progress("generate", ctx.index, line)) if dist.rank == 0 else None,
-    )
+    """Generate every piece of the plan item (model, benchmark, problems [start, stop)) into
+    `run.piece_generate_dir(...)`, loading each model of the element once."""
+    recipe, item, dist = ctx.recipe, ctx.item, ctx.dist
+    data_dir = ctx.data_dir or recipe.data_dir
+    pieces_by_model: dict[str, list[dict[str, Any]]] = {}
+    for piece in item["pieces"]:
+        pieces_by_model.setdefault(piece["model"], []).append(piece)
+    done = []
+    for name, pieces in pieces_by_model.items():
+        entry = run_models.plan_model(ctx.plan, name)
+        spec = run_models.model_spec(recipe, entry)
+        stage = run_models.generate_settings(recipe, entry)
+        fmt = pr.PromptFormat.from_stage(stage)
+        model, tokenizer = pick_model(run_models.model_location(ctx.run_dir, recipe, entry), spec)
+        devices = device_plan(stage.placement, dist.local_rank, visible_gpus())
+        print(f"mftlaunch: generate {name} rank {dist.rank}/{dist.world_size}: "
+              + (f"model split over {devices.split_over} GPUs" if devices.is_split else f"model on {devices.device}"),
+              flush=True)
+        engine = make_engine(stage.backend, model, tokenizer, spec, fmt, devices=devices)
+        for piece in pieces:
+            benchmark = piece["benchmark"]
+            data = load_benchmark(benchmark, data_dir, recipe.limit)
+            warn_if_not_pinned(data)
+            check_piece(piece, len(data.problems))
+            counts = generate_benchmark(
+                engine, benchmark, data.problems, list(range(piece["start"], piece["stop"])), fmt,
+                settings_from_stage(stage),
+                ctx.run_dir.piece_generate_dir(name, benchmark, piece["start"], piece["stop"]), name,
+                model_id=str(model), dtype=engine.dtype_used(spec.dtype), should_stop=ctx.should_stop,
+                rank=dist.rank, world_size=dist.world_size,
+                # rank 0's line is the element's: other ranks' lines stay in the log
+                on_progress=(lambda line: ctx.run_dir.write_progress("generate", ctx.index, line)) if dist.rank == 0 else None,
+            )
+            done.append({**counts, "model": name, "start": piece["start"], "stop": piece["stop"],
+                         **data_provenance(data)})
+        del engine
     if not dist.is_main:
-        return counts
-    return {**counts, "shard": shard, "num_shards": num_shards, **data_provenance(data)}
+        return {"pieces": done}
+    return {"pieces": done, "problems": sum(d["problems"] for d in done),
+            "generated_tokens": sum(d["generated_tokens"] for d in done),
+            "data_sha256": {d["benchmark"]: d["data_sha256"] for d in done}}
+
+
+def check_piece(piece: dict[str, Any], num_problems: int) -> None:
+    """The plan's problem count must be the data's: a changed data directory or limit would
+    otherwise leave problems out silently."""
+    if piece["num_problems"] != num_problems or not 0 <= piece["start"] < piece["stop"] <= num_problems:
+        raise ValueError(f"plan piece {piece} does not fit {piece['benchmark']}'s {num_problems} problems "
+                         "(the data or limit changed since submit?); submit the run again")
 
 
 def generate_standalone(

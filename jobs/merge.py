@@ -10,8 +10,10 @@ weights file of the torch engine — are loaded into the base architecture and s
 model.dtype. The tokenizer is saved with the model, so the directory stands alone.
 
 Which checkpoint: `merge.checkpoint: best` takes the lowest validation loss when evaluation ran
-(the trainer keeps that checkpoint from pruning), else the last. The output appears atomically:
-written to a temporary directory, then renamed into place.
+(the trainer keeps that checkpoint from pruning), else the last. In a sweep
+(`merge.checkpoints`) each array element merges the checkpoint of its plan model (a step, best
+or last) into merged/<model>/ (the trainer keeps the selected steps from pruning too). The output
+appears atomically: written to a temporary directory, then renamed into place.
 """
 from __future__ import annotations
 
@@ -26,13 +28,21 @@ from jobs.context import StageContext
 INFO_FILE = "mftlaunch_merge.json"
 
 
-def choose_checkpoint(checkpoints_dir: Path, which: str) -> tuple[Path, str]:
-    """(checkpoint directory, why it was chosen)."""
+def choose_checkpoint(checkpoints_dir: Path, which: str | int) -> tuple[Path, str]:
+    """(checkpoint directory, why it was chosen); `which` is best, last or a step."""
     from jobs.training import checkpoint
 
     last = checkpoint.latest(checkpoints_dir)
     if last is None:
         raise FileNotFoundError(f"no complete checkpoint in {checkpoints_dir}: did the train stage finish?")
+    if isinstance(which, int):
+        chosen = checkpoint.step_dir(checkpoints_dir, which)
+        if not (chosen / checkpoint.STATE_FILE).is_file():
+            final = checkpoint.read_state(last)
+            why = " (training stopped early)" if final.stopped_early else ""
+            raise FileNotFoundError(f"checkpoint step {which} was never saved or is gone{why}; saved steps: "
+                                    f"{checkpoint.saved_steps(checkpoints_dir)}")
+        return chosen, f"step {which} (merge.checkpoints)"
     state = checkpoint.read_state(last)
     if which == "last":
         return last, "last (merge.checkpoint: last)"
@@ -122,14 +132,17 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
     from jobs.tiny_model import resolve_model_path
     from jobs.training.model import load_tokenizer
 
-    which = ctx.recipe.stages.merge.checkpoint if ctx.recipe.stages.merge else "best"
+    from jobs import run_models
+
+    entry = run_models.plan_model(ctx.plan, ctx.item["model"]) if "model" in ctx.item else run_models.plan_models(ctx.plan)[0]
+    which = entry["step"] if entry.get("step") is not None else (entry.get("selector") or "best")
     ckpt, reason = choose_checkpoint(ctx.run_dir.checkpoints_dir, which)
     step = checkpoint.read_state(ckpt).step
-    print(f"[merge] {ckpt.name}: {reason}; base: {qlora_base_choice(ctx)}", flush=True)
+    print(f"[merge] {entry['name']} <- {ckpt.name}: {reason}; base: {qlora_base_choice(ctx)}", flush=True)
     model = load_merged(ctx, ckpt)
     tokenizer = load_tokenizer(ctx.recipe.model, resolve_model_path(ctx.recipe.model.path))
 
-    out = ctx.run_dir.merged_dir
+    out = Path(run_models.model_location(ctx.run_dir, ctx.recipe, entry))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -145,7 +158,8 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     print(f"[merge] wrote {out}", flush=True)
-    return {"merged_dir": str(out), "checkpoint": ckpt.name, "step": step, "selection": reason.split(" ")[0]}
+    return {"model": entry["name"], "merged_dir": str(out), "checkpoint": ckpt.name, "step": step,
+            "selection": reason.split(" ")[0]}
 
 
 def _replace(tmp: Path, out: Path) -> None:

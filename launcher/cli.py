@@ -28,6 +28,8 @@ def _add_recipe_args(p: argparse.ArgumentParser) -> None:
 
 
 def _print_plan(plan: Plan) -> None:
+    if len(plan.models) > 1:
+        print(f"  models ({len(plan.models)}): {', '.join(m['name'] for m in plan.models)}")
     for job in plan.jobs:
         res = job.resources
         dep = f" after {job.depends_on} ({job.dependency_type})" if job.depends_on else ""

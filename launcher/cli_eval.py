@@ -269,11 +269,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, help="first N problems")
     p.set_defaults(func=cmd_evaluate)
 
-    p = subparsers.add_parser("collect", help="results table of a run (13-task mean, HumanEval beside)",
+    p = subparsers.add_parser("collect", help="results table of a run, every model (13-task mean, HumanEval beside, best model)",
                               description=cmd_collect.__doc__)
     p.add_argument("sources", nargs="+", metavar="RUN_DIR_OR_METRICS_DIR",
                    help="a run directory, or metrics_<task>_<model>.json files / folders")
-    p.add_argument("--model", default=None, help="model name when a folder holds several")
+    p.add_argument("--model", default=None, help="the model the submission zip is for (default: the best by the 13-task mean)")
     p.add_argument("--format", default="table", choices=("table", "md", "csv", "json"))
     p.add_argument("--out", default=None, help="also write results.md/csv/json (and the zip) into this folder")
     p.set_defaults(func=cmd_collect)

@@ -108,8 +108,10 @@ def required_upstream(plan: dict[str, Any], stage: str, index: int) -> list[tupl
 
     The one dependency rule, used by a job before it starts (jobs/run.py), by the local scheduler
     to skip what cannot run, and by `resume` to choose what reruns. Element-wise (`aftercorr`)
-    stages need their partner element; an evaluation of a sharded benchmark needs every shard of
-    that benchmark; the collector needs nothing, because it reports what is missing itself.
+    stages need their partner element; an evaluation element needs the generate elements holding
+    a piece that overlaps one of its pieces (plan items' `pieces`: model, benchmark, [start, stop));
+    a generate element after a merge array needs the merges of its own models; the collector
+    needs nothing, because it reports what is missing itself.
     """
     job = plan_job(plan, stage)
     upstream = job.get("depends_on")
@@ -118,7 +120,17 @@ def required_upstream(plan: dict[str, Any], stage: str, index: int) -> list[tupl
     up = plan_job(plan, upstream)
     if job.get("dependency_type") == "aftercorr":
         return [(upstream, index, up["items"][index]["key"])]
+    pieces = job["items"][index].get("pieces", [])
     if stage == "evaluate":
-        bench = job["items"][index]["benchmark"]
-        return [(upstream, i, it["key"]) for i, it in enumerate(up["items"]) if it.get("benchmark") == bench]
+        return [(upstream, i, it["key"]) for i, it in enumerate(up["items"])
+                if any(pieces_overlap(mine, theirs) for mine in pieces for theirs in it.get("pieces", []))]
+    if stage == "generate" and upstream == "merge":
+        models = {p["model"] for p in pieces}
+        return [(upstream, i, it["key"]) for i, it in enumerate(up["items"]) if it.get("model") in models]
     return [(upstream, i, it["key"]) for i, it in enumerate(up["items"])]
+
+
+def pieces_overlap(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two pieces of array elements share a problem (same model and benchmark, ranges meet)."""
+    return (a["model"] == b["model"] and a["benchmark"] == b["benchmark"]
+            and a["start"] < b["stop"] and b["start"] < a["stop"])

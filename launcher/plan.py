@@ -12,9 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from launcher.contract import ENV_DATA_DIR, is_builtin_model, shard_key
+from launcher.contract import ENV_DATA_DIR, is_builtin_model
+from launcher.array_layout import ArrayLayout, array_layout, merge_items
 from launcher.profile import Profile
 from launcher.recipe import Recipe, Resources
+from launcher.sweep import plan_models
 from launcher.yamlsource import ConfigError, YamlSource
 
 #: (field path in the recipe, message): turned into `file:line: field.path: message` at the end
@@ -51,7 +53,7 @@ class PlannedJob:
 
     @property
     def is_array(self) -> bool:
-        return self.stage in ("generate", "evaluate")
+        return self.stage in ("generate", "evaluate") or len(self.items) > 1
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -70,6 +72,10 @@ class Plan:
     limit: Optional[int]
     jobs: list[PlannedJob]
     notes: list[str] = field(default_factory=list)
+    #: every model the run generates with and scores (launcher/sweep.py)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    #: estimated cost of the generate / evaluate arrays (launcher/array_layout.py)
+    balance: dict[str, Any] = field(default_factory=dict)
 
     def job(self, stage: str) -> PlannedJob:
         for job in self.jobs:
@@ -88,7 +94,7 @@ class Plan:
         ]
         return cls(recipe=data["recipe"], profile=data["profile"], scheduler=data["scheduler"],
                    model_name=data["model_name"], data_dir=data["data_dir"], limit=data["limit"], jobs=jobs,
-                   notes=data.get("notes", []))
+                   notes=data.get("notes", []), models=data.get("models", []), balance=data.get("balance", {}))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -99,6 +105,8 @@ class Plan:
             "data_dir": self.data_dir,
             "limit": self.limit,
             "notes": self.notes,
+            "models": self.models,
+            "balance": self.balance,
             "jobs": [j.to_dict() for j in self.jobs],
         }
 
@@ -108,17 +116,13 @@ def job_name(recipe: Recipe, stage: str) -> str:
     return f"mft.{recipe.name}.{stage}"
 
 
-def stage_items(recipe: Recipe, stage: str) -> list[dict[str, Any]]:
-    gen = recipe.stages.generate
+def stage_items(stage: str, models: list[dict[str, Any]], layout: ArrayLayout) -> list[dict[str, Any]]:
     if stage == "generate":
-        items = []
-        for bench in gen.benchmarks:
-            n = gen.shards.get(bench, 1)
-            for k in range(n):
-                items.append({"key": shard_key(bench, k, n), "benchmark": bench, "shard": k, "num_shards": n})
-        return items
+        return layout.generate
     if stage == "evaluate":
-        return [{"key": b, "benchmark": b, "num_shards": gen.shards.get(b, 1)} for b in gen.benchmarks]
+        return layout.evaluate
+    if stage == "merge":
+        return merge_items(models)
     return [{"key": stage}]
 
 
@@ -127,6 +131,8 @@ def chosen_data_dir(recipe: Recipe) -> Optional[str]:
     $MFTLAUNCH_DATA_DIR at submit time. None lets every job use the default copy
     (jobs/code_benchmarks/data.py:default_data_dir), so that default is defined in one place."""
     return recipe.data_dir or os.environ.get(ENV_DATA_DIR) or None
+def _same_pieces(upstream: list[dict[str, Any]], items: list[dict[str, Any]]) -> bool:
+    return [i.get("pieces") for i in upstream] == [i.get("pieces") for i in items]
 
 
 def _resolve_resources(stage: str, res: Resources, profile: Profile, problems: list[Problem]) -> ResolvedResources:
@@ -182,9 +188,11 @@ def _chunks(stage: str, count: int, profile: Profile, problems: list[Problem]) -
 
 def check_paths(recipe: Recipe, data_dir: Optional[str], problems: list[Problem]) -> None:
     """Cluster paths must exist where `submit` (or `validate --check-paths`) runs."""
-    model_path = recipe.model.path
-    if not is_builtin_model(model_path) and not Path(model_path).exists():
-        problems.append((("model", "path"), f"{model_path} does not exist (a HF model directory, or builtin:tiny-llama)"))
+    located = [(("model", "path"), recipe.model.path)] if recipe.model else []
+    located += [(("models", i, "path"), m.path) for i, m in enumerate(recipe.models or [])]
+    for where, model_path in located:
+        if not is_builtin_model(model_path) and not Path(model_path).exists():
+            problems.append((where, f"{model_path} does not exist (a HF model directory, or builtin:tiny-llama)"))
     train = recipe.stages.train
     if train:
         for i, ds in enumerate(train.datasets):
@@ -253,11 +261,14 @@ def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source:
     problems: list[Problem] = []
     notes: list[str] = []
     data_dir = chosen_data_dir(recipe)
+    models = plan_models(recipe)
+    layout = array_layout(recipe, profile, models, data_dir)
+    notes.extend(layout.notes)
     jobs: list[PlannedJob] = []
     previous: Optional[PlannedJob] = None
     for stage in recipe.stages.present():
         spec = getattr(recipe.stages, stage)
-        items = stage_items(recipe, stage)
+        items = stage_items(stage, models, layout)
         resources = _resolve_resources(stage, spec.resources, profile, problems)
         if stage == "generate" and spec.placement == "split":
             resources.tasks_per_node = 1  # one rank drives all GPUs of its node
@@ -266,10 +277,12 @@ def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source:
         if previous is not None:
             job.depends_on = previous.stage
             kind = DEPENDENCY[stage]
-            if kind == "aftercorr" and [i["key"] for i in previous.items] != [i["key"] for i in items]:
-                kind = "afterany"  # sharded generation: evaluation waits for the whole array
-            if kind == "aftercorr" and previous.chunks != job.chunks:
+            if kind == "aftercorr" and not _same_pieces(previous.items, items):
+                kind = "afterany"  # other cuts: evaluation waits for the whole array, each element
+            if kind == "aftercorr" and previous.chunks != job.chunks:  # checks its own pieces' sentinels
                 kind = "afterany"
+            if stage == "generate" and previous.is_array:
+                kind = "afterany"  # one failed checkpoint's merge must not cancel the others' generation
             job.dependency_type = kind
         jobs.append(job)
         previous = job
@@ -282,10 +295,12 @@ def build_plan(recipe: Recipe, profile: Profile, *, paths: bool = False, source:
         recipe=recipe.name,
         profile=profile.name,
         scheduler=profile.scheduler,
-        model_name=recipe.model.model_name,
+        model_name=models[0]["name"],
         data_dir=data_dir,
         limit=recipe.limit,
         jobs=jobs,
         notes=notes,
+        models=models,
+        balance=layout.summary,
     )
 

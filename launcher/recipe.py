@@ -98,6 +98,56 @@ class ModelSpec(StrictModel):
         return value
 
 
+class SweepModel(StrictModel):
+    """One model of an eval-only sweep (`models:`); unset fields come from the recipe's `model:`
+    when there is one, else from ModelSpec's defaults, and the prompt from `stages.generate`."""
+
+    name: str = Field(description="the model's name in file names and tables")
+    path: str = Field(description="HF model directory, or builtin:tiny-llama")
+    model_type: Optional[str] = None
+    tokenizer_path: Optional[str] = None
+    dtype: Optional[Dtype] = None
+    trust_remote_code: Optional[bool] = None
+    prompt_format: Optional[PromptFormatName] = None
+    prefix: Optional[str] = None
+    suffix: Optional[str] = None
+    system: Optional[str] = None
+    eos: Optional[list[str]] = None
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, value: str) -> str:
+        if not NAME_RE.match(value):
+            raise ValueError("name may hold letters, digits, '_', '.', '-' only (it becomes part of file names)")
+        return value
+
+    def spec(self, base: Optional[ModelSpec]) -> ModelSpec:
+        """The full ModelSpec of this entry: its own fields over `base` (the recipe's `model:`)."""
+        fields = base.model_dump() if base else {}
+        fields.update(path=self.path, model_name=self.name)
+        if base is not None and self.path != base.path:
+            fields["tokenizer_path"] = None  # the base's tokenizer belongs to another model
+        for key in ("model_type", "tokenizer_path", "dtype", "trust_remote_code"):
+            if getattr(self, key) is not None:
+                fields[key] = getattr(self, key)
+        return ModelSpec.model_validate(fields)
+
+    @property
+    def prompt_overrides(self) -> dict[str, Any]:
+        """The generate-stage prompt fields this entry sets."""
+        keys = ("prompt_format", "prefix", "suffix", "system", "eos")
+        return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
+
+
+class EveryKth(StrictModel):
+    """Every k-th periodic checkpoint (k x train.checkpointing_steps, 2k x ..., up to max_steps)."""
+
+    every: int = Field(ge=1)
+
+
+CheckpointSelector = Union[int, Literal["best", "last"]]
+
+
 class DatasetSpec(StrictModel):
     """A directory of chat_rounds JSONL files (or one .jsonl); its name is the MFT task name."""
 
@@ -241,13 +291,59 @@ class TrainStage(StrictModel):
 
 
 class MergeStage(StrictModel):
-    checkpoint: Literal["best", "last"] = Field("best", description="best = lowest validation loss when evaluation ran")
+    checkpoint: Optional[Literal["best", "last"]] = Field(
+        None, description="one model: best (the default) = lowest validation loss when evaluation ran, or last")
+    checkpoints: Union[Literal["best", "last", "all"], EveryKth, list[CheckpointSelector], None] = Field(
+        None, description="a sweep: merge and evaluate several checkpoints (all, {every: k}, [200, 400, best])"
+    )
     qlora_base: Literal["dequantized", "original"] = Field(
         "dequantized",
         description="QLoRA: merge the adapter into the 4-bit base dequantised (the model that was trained and "
                     "validated) or into the original full-precision weights",
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpus_per_task=4))
+
+    @model_validator(mode="after")
+    def _one_way(self) -> "MergeStage":
+        if self.checkpoints is not None and self.checkpoint is not None:
+            raise ValueError("set either checkpoint (one model) or checkpoints (a sweep), not both")
+        if isinstance(self.checkpoints, list):
+            if not self.checkpoints:
+                raise ValueError("checkpoints: the list is empty; name steps (e.g. [200, 400]), best or last")
+            bad = [s for s in self.checkpoints if isinstance(s, int) and s < 1]
+            if bad:
+                raise ValueError(f"checkpoints: steps must be >= 1, got {bad}")
+            if len(set(map(str, self.checkpoints))) != len(self.checkpoints):
+                raise ValueError("checkpoints: a step or selector is listed twice")
+        return self
+
+    @property
+    def is_sweep(self) -> bool:
+        return self.checkpoints is not None
+
+
+class BalanceSpec(StrictModel):
+    """How `shards: auto` cuts a stage's work into array elements of near-equal estimated cost.
+    At most one target; none: as many elements as (model, benchmark) pairs."""
+
+    elements: Optional[int] = Field(None, ge=1, description="this many array elements")
+    minutes_per_element: Optional[float] = Field(None, gt=0, description="elements of about this estimated wall time")
+    startup_s: Optional[float] = Field(None, ge=0, description="per element and model: start, model load, warm-up")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "BalanceSpec":
+        if self.elements is not None and self.minutes_per_element is not None:
+            raise ValueError("give either elements or minutes_per_element, not both")
+        return self
+
+
+class GenerationCost(BalanceSpec):
+    """The generation cost model: seconds = prefill x prompt tokens + decode x new tokens, per sample.
+    Defaults: DESIGN.md's measured 525 tok/s (HF generate, batch 64, 7B, one H100) and an assumed
+    ~17k prompt tok/s; set your own from benchmarks/generation.py."""
+
+    decode_ms_per_token: float = Field(1000 / 525, gt=0)
+    prefill_ms_per_token: float = Field(0.06, ge=0)
 
 
 class GenerateStage(StrictModel):
@@ -264,7 +360,11 @@ class GenerateStage(StrictModel):
     greedy: bool = True
     temperature: float = Field(0.2, ge=0)
     top_p: float = Field(0.95, gt=0, le=1)
-    shards: dict[str, int] = Field(default_factory=dict, description="benchmark → number of array elements")
+    shards: Union[Literal["auto", "benchmark"], dict[str, int]] = Field(
+        "auto", description="auto: elements of near-equal estimated cost; benchmark: one element per "
+        "(model, benchmark); {benchmark: n}: that benchmark in n equal parts, the others whole"
+    )
+    balance: GenerationCost = Field(default_factory=GenerationCost)
     backend: Literal["hf", "vllm"] = "hf"
     static_cache: bool = Field(False, description="static KV cache (GPU decode speed)")
     compile: bool = Field(False, description="torch.compile the decode step; implies static_cache")
@@ -292,7 +392,7 @@ class GenerateStage(StrictModel):
     def _cross_fields(self) -> "GenerateStage":
         if self.greedy and self.n_samples > 1:
             raise ValueError("greedy decoding gives identical samples: set greedy: false for n_samples > 1")
-        for name, count in self.shards.items():
+        for name, count in (self.shards.items() if isinstance(self.shards, dict) else ()):
             if name not in self.benchmarks:
                 raise ValueError(f"shards names benchmark '{name}', which is not in benchmarks")
             if count < 1:
@@ -308,6 +408,7 @@ class GenerateStage(StrictModel):
 
 class EvaluateStage(StrictModel):
     sandbox: Literal["auto", "bubblewrap", "apptainer", "none"] = "auto"
+    balance: BalanceSpec = Field(default_factory=BalanceSpec, description="array size with generate.shards: auto")
     apptainer_image: Optional[str] = None
     workers: Optional[int] = Field(None, ge=1, description="None: the CPUs of the allocation")
     timeout_s: Optional[float] = Field(None, gt=0, description="per program, every benchmark; None: the reference harness's per-benchmark timeout (raising it marks the run not comparable)")
@@ -353,7 +454,8 @@ class Stages(StrictModel):
 
 class Recipe(StrictModel):
     name: str
-    model: ModelSpec
+    model: Optional[ModelSpec] = Field(None, description="the model (the base, with a train stage)")
+    models: Optional[list[SweepModel]] = Field(None, description="an eval-only sweep: several models")
     profile: Optional[str] = Field(None, description="default cluster profile for this recipe")
     output_root: str = "./runs"
     data_dir: Optional[str] = Field(None, description="benchmark data; default $MFTLAUNCH_DATA_DIR")
@@ -369,6 +471,26 @@ class Recipe(StrictModel):
         return value
 
     @model_validator(mode="after")
+    def _models(self) -> "Recipe":
+        if self.models is not None and not self.models:
+            raise ValueError("models: the list is empty; give at least one {name, path}")
+        if self.model is None and not self.models:
+            raise ValueError("a recipe needs `model:` (one model) or `models:` (an eval-only sweep of several)")
+        if self.models is not None:
+            if self.stages.train:
+                raise ValueError("models: is for eval-only sweeps; with a train stage sweep checkpoints with "
+                                 "stages.merge.checkpoints instead")
+            if self.stages.generate and self.stages.generate.model_path:
+                raise ValueError("stages.generate.model_path and models: both name the model; keep models:")
+            names = [m.name for m in self.models]
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"models: names must be unique, repeated: {', '.join(dupes)}")
+        if self.stages.merge and self.stages.merge.is_sweep and self.stages.train:
+            checkpoint_steps(self)  # raises with the fix when the steps cannot be known now
+        return self
+
+    @model_validator(mode="after")
     def _quantization_with_model_dtype(self) -> "Recipe":
         """The quantisation rules again, now that the compute dtype of mixed_precision: no is known."""
         train = self.stages.train
@@ -380,6 +502,46 @@ class Recipe(StrictModel):
     @property
     def benchmarks(self) -> list[str]:
         return list(self.stages.generate.benchmarks) if self.stages.generate else []
+
+    @property
+    def base_model(self) -> ModelSpec:
+        """The recipe's `model:`, or the first sweep model's spec."""
+        return self.model if self.model is not None else self.models[0].spec(None)  # type: ignore[index]
+
+
+def checkpoint_steps(recipe: Recipe) -> list[CheckpointSelector]:
+    """The checkpoints a sweep evaluates, resolved from the training schedule so the plan can hold
+    one merge element per checkpoint before training runs: steps ascending, then best, then last.
+
+    Periodic saves happen at every multiple of checkpointing_steps and at the final step, so
+    `all` and `{every: k}` need train.max_steps (with epochs the final step depends on the data)."""
+    train, merge = recipe.stages.train, recipe.stages.merge
+    assert train is not None and merge is not None and merge.checkpoints is not None
+    every, total = train.checkpointing_steps, train.max_steps
+    chosen = merge.checkpoints
+    if chosen in ("best", "last"):
+        return [chosen]
+    if chosen == "all" or isinstance(chosen, EveryKth):
+        what = "checkpoints: all" if chosen == "all" else f"checkpoints: {{every: {chosen.every}}}"
+        if total is None:
+            raise ValueError(f"{what} needs train.max_steps (with epochs the number of checkpoints is known "
+                             "only after training); set max_steps or list the steps, e.g. checkpoints: [100, 200]")
+        stride = every * (1 if chosen == "all" else chosen.every)
+        steps = list(range(stride, total + 1, stride))
+        if chosen == "all" and (not steps or steps[-1] != total):
+            steps.append(total)
+        if not steps:
+            raise ValueError(f"{what}: no checkpoint is saved every {stride} steps before max_steps {total}")
+        return steps
+    steps = sorted(s for s in chosen if isinstance(s, int))
+    named = [s for s in ("best", "last") if s in chosen]
+    for step in steps:
+        if total is not None and step > total:
+            raise ValueError(f"checkpoints: step {step} is after train.max_steps ({total})")
+        if step % every and step != total:
+            raise ValueError(f"checkpoints: step {step} is never saved: checkpoints are saved every "
+                             f"train.checkpointing_steps ({every}) steps and at the last step; pick multiples of {every}")
+    return [*steps, *named]
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,8 +583,12 @@ def _anchor(path: Optional[str], base: Path) -> Optional[str]:
 def anchor_paths(recipe: Recipe, base: Path) -> Recipe:
     """Relative data and model paths are relative to the recipe file, so a recipe works from any
     working directory and the resolved copy in the run directory holds absolute paths."""
-    recipe.model.path = _anchor(recipe.model.path, base)
-    recipe.model.tokenizer_path = _anchor(recipe.model.tokenizer_path, base)
+    if recipe.model is not None:
+        recipe.model.path = _anchor(recipe.model.path, base)
+        recipe.model.tokenizer_path = _anchor(recipe.model.tokenizer_path, base)
+    for entry in recipe.models or []:
+        entry.path = _anchor(entry.path, base)
+        entry.tokenizer_path = _anchor(entry.tokenizer_path, base)
     recipe.data_dir = _anchor(recipe.data_dir, base)
     if recipe.stages.train:
         for ds in recipe.stages.train.datasets:

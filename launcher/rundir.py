@@ -19,8 +19,12 @@ Layout::
       train/                 checkpoints (train/checkpoints/step_N), tensorboard (train/tb),
                              tokenized data cache (train/data_cache)
       merged/                plain HF model directory produced by the merge stage
-      generate/<item>/       generations_<benchmark>_<model>.json + sidecar
-      evaluate/<item>/       metrics_<benchmark>_<model>.json + per-sample results
+                             (merged/<model>/ per checkpoint of a sweep)
+      generate/<model>/<benchmark>/<start>-<stop>/   generations_<benchmark>_<model>.json + sidecar
+                             of problems [start, stop) (one piece of an array element)
+      generate/<model>/<benchmark>/                  generations_<benchmark>_<model>.json: all pieces
+      evaluate/<model>/<benchmark>/<start>-<stop>/   results_<benchmark>_<model>.jsonl of a piece
+      evaluate/<model>/<benchmark>/                  metrics_<benchmark>_<model>.json + all results
       collect/               results table (md/csv/json), report.html and the submission zip
 """
 from __future__ import annotations
@@ -183,25 +187,44 @@ class RunDir:
     def merged_dir(self) -> Path:
         return self.root / "merged"
 
-    def generate_dir(self, item_key: str) -> Path:
-        return self.root / "generate" / item_key
+    def merged_model_dir(self, subdir: str) -> Path:
+        """Where the merge stage writes a model: merged/<name> in a sweep, merged/ for subdir ''."""
+        return self.merged_dir / subdir if subdir else self.merged_dir
 
-    def evaluate_dir(self, item_key: str) -> Path:
-        return self.root / "evaluate" / item_key
+    def generate_dir(self, model: str, benchmark: str) -> Path:
+        return self.root / "generate" / model / benchmark
 
-    def generations_file(self, item_key: str, benchmark: str, model: str) -> Path:
-        return self.generate_dir(item_key) / generations_name(benchmark, model)
+    def piece_generate_dir(self, model: str, benchmark: str, start: int, stop: int) -> Path:
+        """One piece (problems [start, stop)) of one benchmark, as one array element generated it."""
+        return self.generate_dir(model, benchmark) / f"{start}-{stop}"
 
-    def generations_sidecar(self, item_key: str, benchmark: str, model: str) -> Path:
-        """Prompts, raw completions and the model that generated them, beside the generations."""
-        return self.generate_dir(item_key) / generations_name(benchmark, model, ".raw.json")
+    def generations_file(self, benchmark: str, model: str) -> Path:
+        """All problems of the benchmark, the pieces joined in order (written by evaluation)."""
+        return self.generate_dir(model, benchmark) / generations_name(benchmark, model)
+
+    def piece_generations_file(self, model: str, benchmark: str, start: int, stop: int) -> Path:
+        return self.piece_generate_dir(model, benchmark, start, stop) / generations_name(benchmark, model)
+
+    def evaluate_dir(self, model: str, benchmark: str) -> Path:
+        return self.root / "evaluate" / model / benchmark
+
+    def piece_evaluate_dir(self, model: str, benchmark: str, start: int, stop: int) -> Path:
+        return self.evaluate_dir(model, benchmark) / f"{start}-{stop}"
+
+    def piece_results_file(self, model: str, benchmark: str, start: int, stop: int) -> Path:
+        """Per-sample results of one piece; present means the piece is scored."""
+        return self.piece_evaluate_dir(model, benchmark, start, stop) / results_name(benchmark, model)
+
+    def piece_generations_sidecar(self, model: str, benchmark: str, start: int, stop: int) -> Path:
+        """Prompts, raw completions and the model that generated them, beside a piece's generations."""
+        return self.piece_generate_dir(model, benchmark, start, stop) / generations_name(benchmark, model, ".raw.json")
 
     def metrics_file(self, benchmark: str, model: str) -> Path:
-        return self.evaluate_dir(benchmark) / metrics_name(benchmark, model)
+        return self.evaluate_dir(model, benchmark) / metrics_name(benchmark, model)
 
     def results_file(self, benchmark: str, model: str) -> Path:
-        """Per-sample execution results beside the metrics file."""
-        return self.evaluate_dir(benchmark) / results_name(benchmark, model)
+        """Per-sample execution results beside the metrics file (every piece joined)."""
+        return self.evaluate_dir(model, benchmark) / results_name(benchmark, model)
 
     @property
     def collect_dir(self) -> Path:

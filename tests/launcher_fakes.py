@@ -137,6 +137,7 @@ def eval_recipe(tmp: Path, benchmarks: str = "[humaneval, mbpp]", extra_generate
     """A small eval-only recipe (generate → evaluate → collect) with existing paths, for submit."""
     data = tmp / "bench-data"
     data.mkdir(parents=True, exist_ok=True)
+    shards = "" if "shards:" in extra_generate else "    shards: benchmark\n"
     return write_recipe(tmp / "eval.yaml", f"""\
 name: evalrun
 output_root: {tmp / 'runs'}
@@ -145,7 +146,7 @@ model: {{path: "builtin:tiny-llama", model_name: tiny}}
 stages:
   generate:
     benchmarks: {benchmarks}
-    resources: {{gpus_per_node: 0, cpus_per_task: 1, time: 10}}
+{shards}    resources: {{gpus_per_node: 0, cpus_per_task: 1, time: 10}}
 {extra_generate}  evaluate: {{resources: {{cpus_per_task: 1, time: 10}}}}
   collect: {{}}
 """)
@@ -171,6 +172,7 @@ stages:
   merge: {{resources: {{cpus_per_task: 1, time: 10}}}}
   generate:
     benchmarks: {benchmarks}
+    shards: benchmark
     resources: {{gpus_per_node: 0, cpus_per_task: 1, time: 10}}
   evaluate: {{resources: {{cpus_per_task: 1, time: 10}}}}
   collect: {{}}

@@ -12,8 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from jobs import evaluate
-from jobs.code_benchmarks.data import DataError, load_benchmark, shard_range
-from launcher.contract import shard_key
+from jobs.code_benchmarks.data import DataError, load_benchmark
 from jobs.context import RequeueRequested
 from jobs.code_benchmarks.limits import reference_timeout_s
 from jobs.evaluate import GenerationsError, error_class, pass_at_k, pass_at_k_summary
@@ -110,7 +109,8 @@ def test_evaluate_file_with_fake_sandbox(tmp_path, data_dir):
     out = tmp_path / "m" / "metrics_mbpp_tiny.json"
     payload = evaluate.evaluate_file("mbpp", src, out, data_dir, sandbox="none", workers=2, limit=4,
                                      assemble=fake.assemble, execute_many=fake.execute_many)
-    assert payload["mbpp"] == {"pass@1": 0.5}
+    # standard error: sample sd of the per-problem outcomes [1, 0, 0, 1] (sqrt(1/3)) / sqrt(4)
+    assert payload["mbpp"] == {"pass@1": 0.5, "pass@1_stderr": pytest.approx((1 / 3) ** 0.5 / 2)}
     on_disk = json.loads(out.read_text())
     assert on_disk["mbpp"]["pass@1"] == 0.5
     config = on_disk["config"]
@@ -159,7 +159,7 @@ def test_evaluate_file_pass_at_k_with_samples(tmp_path, data_dir):
     payload = evaluate.evaluate_file("humaneval", src, tmp_path / "out.json", data_dir, workers=1, limit=3,
                                      assemble=fake.assemble, execute_many=fake.execute_many)
     expected = (pass_at_k(4, 1, 1) + 0 + pass_at_k(4, 3, 1)) / 3
-    assert payload["humaneval"] == {"pass@1": pytest.approx(expected)}
+    assert payload["humaneval"]["pass@1"] == pytest.approx(expected)
     assert (tmp_path / "out.results.jsonl").is_file()
 
 
@@ -210,47 +210,69 @@ class _Stop:
         return self.asked > self.after
 
 
-def _ctx(tmp_path, data_dir, recipe, num_shards=1, stop=lambda: False):
+def _pieces(cuts):
+    n = max(b for _a, b in cuts)
+    return [[{"model": "tiny", "benchmark": "mbpp", "start": a, "stop": b, "num_problems": n}] for a, b in cuts]
+
+
+def _ctx(tmp_path, data_dir, recipe, gen_cuts=((0, 5),), eval_cuts=((0, 5),), index=0, stop=lambda: False):
+    """An evaluate element of a plan (also written as the run's plan.json) whose generate and
+    evaluate arrays cut mbpp[0:n] at `gen_cuts` and `eval_cuts` (one piece per element)."""
     run_dir = RunDir(tmp_path / "run")
+    plan = {"model_name": "tiny",
+            "models": [{"name": "tiny", "path": "builtin:tiny-llama", "selector": None, "step": None,
+                        "merge_index": None, "merged_subdir": None, "prompt": {}}],
+            "jobs": [{"stage": "generate", "items": [{"key": f"g{i}", "pieces": p} for i, p in enumerate(_pieces(gen_cuts))]},
+                     {"stage": "evaluate", "items": [{"key": f"e{i}", "pieces": p} for i, p in enumerate(_pieces(eval_cuts))]}]}
+    _write(run_dir.plan_file, plan)
     return SimpleNamespace(
-        run_dir=run_dir, recipe=recipe, index=0, item={"key": "mbpp", "benchmark": "mbpp", "num_shards": num_shards},
+        run_dir=run_dir, recipe=recipe, plan=plan, index=index, item=plan["jobs"][1]["items"][index],
         dist=SimpleNamespace(is_main=True), data_dir=str(data_dir), should_stop=stop,
     )
 
 
-def test_stage_merges_shards_and_writes_contract_files(tmp_path, data_dir, monkeypatch):
+def _write_pieces(ctx, programs, cuts):
+    for a, b in cuts:
+        _write(ctx.run_dir.piece_generations_file("tiny", "mbpp", a, b), programs[a:b])
+
+
+def test_stage_joins_pieces_cut_differently_and_the_last_writes_the_metrics(tmp_path, data_dir, monkeypatch):
     fake = FakeSandbox()
     monkeypatch.setattr(evaluate, "_default_assemble", lambda: fake.assemble)
     monkeypatch.setattr(evaluate, "_default_execute_many", lambda: fake.execute_many)
     monkeypatch.setattr(evaluate, "resolve_backend", lambda settings: "fake-backend")
-    ctx = _ctx(tmp_path, data_dir, _recipe(limit=5, shards={"mbpp": 2}), num_shards=2)
+    gen_cuts, eval_cuts = ((0, 3), (3, 5)), ((0, 2), (2, 5))
     programs = [["PASS 0"], ["x 1"], ["PASS 2"], ["x 3"], ["x 4"]]
-    for shard in range(2):
-        part = [programs[i] for i in shard_range(5, shard, 2)]
-        _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.json", part)
-        _write(ctx.run_dir.generate_dir(shard_key("mbpp", shard, 2)) / "generations_mbpp_tiny.raw.json", {"model": "/runs/r/merged"})
-    counts = evaluate.run_stage(ctx)
+    first = _ctx(tmp_path, data_dir, _recipe(limit=5), gen_cuts, eval_cuts, index=0)
+    _write_pieces(first, programs, gen_cuts)
+    counts = evaluate.run_stage(first)
+    assert counts["samples"] == 2 and counts["passed"] == 1 and counts["finished"] == []
     # the element's last progress line, as `status` shows it
-    assert ctx.run_dir.read_progress("evaluate", 0).startswith("evaluate mbpp: 5/5 programs [")
-    assert counts["pass@1"] == pytest.approx(0.4)
-    assert counts["problems"] == 5 and counts["passed"] == 2
-    metrics = json.loads((ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())
-    assert metrics["mbpp"] == {"pass@1": pytest.approx(0.4)}
+    assert first.run_dir.read_progress("evaluate", 0).startswith("evaluate mbpp: 2/2 programs [")
+    assert not first.run_dir.metrics_file("mbpp", "tiny").exists()  # the other piece is not scored yet
+    counts = evaluate.run_stage(_ctx(tmp_path, data_dir, _recipe(limit=5), gen_cuts, eval_cuts, index=1))
+    assert counts["samples"] == 3 and counts["passed"] == 1 and counts["finished"] == ["tiny/mbpp"]
+    metrics = json.loads(first.run_dir.metrics_file("mbpp", "tiny").read_text())
+    assert metrics["mbpp"]["pass@1"] == pytest.approx(0.4)
     assert metrics["config"]["model_name"] == "tiny" and metrics["config"]["prompt_format"] == "competition"
-    assert metrics["config"]["model_path"] == "/runs/r/merged" and metrics["config"]["base_model_path"] == "builtin:tiny-llama"
+    assert metrics["config"]["num_problems"] == 5 and metrics["config"]["pieces"] == [[0, 2], [2, 5]]
+    assert metrics["config"]["model_path"] == metrics["config"]["base_model_path"] == "builtin:tiny-llama"
     assert len(metrics["config"]["generations"]) == 2
-    results = (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.jsonl").read_text().splitlines()
+    results = first.run_dir.results_file("mbpp", "tiny").read_text().splitlines()
+    assert [json.loads(r)["index"] for r in results] == [0, 1, 2, 3, 4]
     assert [json.loads(r)["passed"] for r in results] == [True, False, True, False, False]
+    assert json.loads(first.run_dir.generations_file("mbpp", "tiny").read_text()) == programs
     assert fake.kwargs[0]["backend"] == "fake-backend"
 
 
-def test_stage_rejects_a_short_shard(tmp_path, data_dir, monkeypatch):
-    ctx = _ctx(tmp_path, data_dir, _recipe(limit=5, shards={"mbpp": 2}), num_shards=2)
-    _write(ctx.run_dir.generate_dir("mbpp-s0of2") / "generations_mbpp_tiny.json", [["a"]] * 3)
-    _write(ctx.run_dir.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json", [["a"]] * 1)
-    with pytest.raises(GenerationsError, match="shard 1 of 2"):
+def test_stage_rejects_a_short_piece(tmp_path, data_dir, monkeypatch):
+    cuts = ((0, 3), (3, 5))
+    ctx = _ctx(tmp_path, data_dir, _recipe(limit=5), gen_cuts=cuts)
+    _write(ctx.run_dir.piece_generations_file("tiny", "mbpp", 0, 3), [["a"]] * 3)
+    _write(ctx.run_dir.piece_generations_file("tiny", "mbpp", 3, 5), [["a"]] * 1)
+    with pytest.raises(GenerationsError, match=r"the piece \[3, 5\) of mbpp needs 2"):
         evaluate.run_stage(ctx)
-    (ctx.run_dir.generate_dir("mbpp-s1of2") / "generations_mbpp_tiny.json").unlink()
+    ctx.run_dir.piece_generations_file("tiny", "mbpp", 3, 5).unlink()
     with pytest.raises(GenerationsError, match="not found"):
         evaluate.run_stage(ctx)
 
@@ -263,17 +285,20 @@ def test_stage_requeue_keeps_partial_results_and_resumes(tmp_path, data_dir, mon
     monkeypatch.setattr(evaluate, "CHUNK_PER_WORKER", 2)  # 1 worker → chunks of 2 programs
     recipe = _recipe(limit=5)
     ctx = _ctx(tmp_path, data_dir, recipe, stop=_Stop(after=1))
-    _write(ctx.run_dir.generate_dir("mbpp") / "generations_mbpp_tiny.json", [["PASS"], ["x"], ["PASS"], ["x"], ["PASS"]])
+    _write_pieces(ctx, [["PASS"], ["x"], ["PASS"], ["x"], ["PASS"]], ((0, 5),))
     with pytest.raises(RequeueRequested):
         evaluate.run_stage(ctx)
     assert fake.calls == [2]
-    assert not (ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").exists()
-    assert (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").is_file()
-    ctx2 = _ctx(tmp_path, data_dir, recipe)
-    counts = evaluate.run_stage(ctx2)
+    piece = ctx.run_dir.piece_results_file("tiny", "mbpp", 0, 5)
+    partial = piece.with_name("results_mbpp_tiny.partial.jsonl")
+    assert not ctx.run_dir.metrics_file("mbpp", "tiny").exists() and partial.is_file()
+    counts = evaluate.run_stage(_ctx(tmp_path, data_dir, recipe))
     assert fake.calls == [2, 2, 1]  # the first two programs did not run again
-    assert counts["pass@1"] == pytest.approx(0.6)
-    assert not (ctx.run_dir.evaluate_dir("mbpp") / "results_mbpp_tiny.partial.jsonl").exists()
+    assert counts["passed"] == 3 and counts["finished"] == ["tiny/mbpp"]
+    assert json.loads(ctx.run_dir.metrics_file("mbpp", "tiny").read_text())["mbpp"]["pass@1"] == pytest.approx(0.6)
+    assert not partial.exists()
+    evaluate.run_stage(_ctx(tmp_path, data_dir, recipe))  # a rerun of a scored piece runs nothing
+    assert fake.calls == [2, 2, 1]
 
 
 def test_stage_refuses_generations_made_from_other_data(tmp_path, data_dir, monkeypatch):
@@ -281,19 +306,17 @@ def test_stage_refuses_generations_made_from_other_data(tmp_path, data_dir, monk
     monkeypatch.setattr(evaluate, "_default_assemble", lambda: fake.assemble)
     monkeypatch.setattr(evaluate, "_default_execute_many", lambda: fake.execute_many)
     monkeypatch.setattr(evaluate, "resolve_backend", lambda settings: "none")
-    ctx = _ctx(tmp_path, data_dir, _recipe(limit=2))
-    _write(ctx.run_dir.generate_dir("mbpp") / "generations_mbpp_tiny.json", [["PASS"], ["x"]])
-    items = [{"key": "mbpp", "benchmark": "mbpp", "shard": 0, "num_shards": 1}]
-    ctx.run_dir.plan_file.write_text(json.dumps({"jobs": [{"stage": "generate", "items": items}]}))
-    ctx.run_dir.mark_done("generate", 0, {"data_sha256": "f" * 64})
+    ctx = _ctx(tmp_path, data_dir, _recipe(limit=2), gen_cuts=((0, 2),), eval_cuts=((0, 2),))
+    _write_pieces(ctx, [["PASS"], ["x"]], ((0, 2),))
+    ctx.run_dir.mark_done("generate", 0, {"data_sha256": {"mbpp": "f" * 64}})
     with pytest.raises(DataError, match="generations of mbpp were made from other benchmark data"):
         evaluate.run_stage(ctx)
     assert fake.calls == []
     pinned = load_benchmark("mbpp", data_dir).sha256
-    ctx.run_dir.mark_done("generate", 0, {"data_sha256": pinned})
+    ctx.run_dir.mark_done("generate", 0, {"data_sha256": {"mbpp": pinned}})
     evaluate.run_stage(ctx)
-    config = json.loads((ctx.run_dir.evaluate_dir("mbpp") / "metrics_mbpp_tiny.json").read_text())["config"]
-    assert config["generation_data_sha256"] == {"mbpp": pinned}
+    config = json.loads(ctx.run_dir.metrics_file("mbpp", "tiny").read_text())["config"]
+    assert config["generation_data_sha256"] == {"g0": pinned}
     assert config["data_sha256"] == config["data_pinned_sha256"] == pinned and config["data_matches_pin"]
 
 

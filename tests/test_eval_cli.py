@@ -153,8 +153,9 @@ def test_collect_command_formats(tmp_path, capsys):
     folder = _metrics_dir(tmp_path)
     assert cli(["collect", str(folder), "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["mean_competition"] == pytest.approx(sum(range(13)) / 100 / 13)
-    assert data["humaneval"] == pytest.approx(0.13)
+    assert data["best"]["model"] == "m" and data["schema"] == 2
+    assert data["models"][0]["mean_competition"] == pytest.approx(sum(range(13)) / 100 / 13)
+    assert data["models"][0]["humaneval"] == pytest.approx(0.13)
     assert cli(["collect", str(folder), "--format", "csv"]) == 0
     assert "mean (13 tasks)" in capsys.readouterr().out
     assert cli(["collect", str(folder), "--format", "md", "--model", "m"]) == 0

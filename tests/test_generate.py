@@ -308,62 +308,83 @@ def test_changed_settings_discard_partial_progress(engine, data_dir, tmp_path):
     assert len(again.seen) == 4
 
 
+def _piece(start, stop, benchmark="humaneval", n=7):
+    return {"model": "tiny", "benchmark": benchmark, "start": start, "stop": stop, "num_problems": n}
+
+
 def _ctx(tmp_path, data_dir, model_dir, item, limit=7) -> StageContext:
     recipe = Recipe.model_validate({
         "name": "t", "limit": limit,
         "model": {"path": str(model_dir), "model_name": "tiny", "dtype": "fp32"},
-        "stages": {"generate": {"benchmarks": ["humaneval"], "max_new_tokens": 10, "batch_size": 4,
-                                "shards": {"humaneval": 3}}},
+        "stages": {"generate": {"benchmarks": ["humaneval", "mbpp"], "max_new_tokens": 10, "batch_size": 4}},
     })
     dist = DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, node_rank=0, master_addr="127.0.0.1",
                    master_port=29999, job_id="1")
-    return StageContext(run_dir=RunDir(tmp_path / "run"), recipe=recipe, plan={"data_dir": str(data_dir)},
-                        stage="generate", index=item.get("shard", 0), item=item, dist=dist)
+    plan = {"data_dir": str(data_dir), "model_name": "tiny",
+            "models": [{"name": "tiny", "path": str(model_dir), "selector": None, "step": None, "merge_index": None,
+                        "merged_subdir": None, "prompt": {}}]}
+    return StageContext(run_dir=RunDir(tmp_path / "run"), recipe=recipe, plan=plan, stage="generate", index=0,
+                        item=item, dist=dist)
 
 
-def test_shards_cover_every_problem_exactly_once(model_dir, data_dir, tmp_path):
+def test_pieces_cover_every_problem_once_and_match_an_unsharded_run(model_dir, data_dir, tmp_path):
+    cuts = [(0, 3), (3, 5), (5, 7)]
     seen: list[int] = []
     programs: list = []
-    for shard in range(3):
-        item = {"key": f"humaneval-s{shard}of3", "benchmark": "humaneval", "shard": shard, "num_shards": 3}
+    # the last element also holds a piece of another benchmark, as cost-balanced elements do
+    items = [{"key": "a", "pieces": [_piece(0, 3)]}, {"key": "b", "pieces": [_piece(3, 5)]},
+             {"key": "c", "pieces": [_piece(5, 7), _piece(0, 2, "mbpp")]}]
+    for item in items:
         ctx = _ctx(tmp_path, data_dir, model_dir, item)
         counts = gen.run_stage(ctx)
-        assert counts["shard"] == shard and counts["num_shards"] == 3
-        # synthetic data: recorded as such beside the pinned sum
-        assert counts["data_sha256"] == sha256_file(data_dir / "humanevalpack" / "python.jsonl")
-        assert counts["data_pinned_sha256"] == pinned_sha256_of("humaneval") and counts["data_matches_pin"] is False
-        out = ctx.run_dir.generate_dir(item["key"])
-        raw = read_json(out / "generations_humaneval_tiny.raw.json")
+        assert [(p["start"], p["stop"]) for p in counts["pieces"]] == [(p["start"], p["stop"]) for p in item["pieces"]]
+        # synthetic data: recorded as such beside the pinned sum, per piece and per benchmark
+        assert counts["data_sha256"]["humaneval"] == sha256_file(data_dir / "humanevalpack" / "python.jsonl")
+        first = counts["pieces"][0]
+        assert first["data_pinned_sha256"] == pinned_sha256_of("humaneval") and first["data_matches_pin"] is False
+    for start, stop in cuts:
+        out = ctx.run_dir.piece_generate_dir("tiny", "humaneval", start, stop)
+        raw = read_json(ctx.run_dir.piece_generations_sidecar("tiny", "humaneval", start, stop))
         seen.extend(p["index"] for p in raw["problems"])
         programs.extend(read_json(out / "generations_humaneval_tiny.json"))
-    assert sorted(seen) == seen == list(range(7))  # contiguous slices, in order, each problem once
-    whole = _ctx(tmp_path / "whole", data_dir, model_dir, {"key": "humaneval", "benchmark": "humaneval"})
+    assert seen == list(range(7))  # contiguous slices, in order, each problem once
+    assert len(read_json(ctx.run_dir.piece_generations_file("tiny", "mbpp", 0, 2))) == 2
+    whole = _ctx(tmp_path / "whole", data_dir, model_dir, {"key": "humaneval", "pieces": [_piece(0, 7)]})
     gen.run_stage(whole)
-    assert programs == read_json(whole.run_dir.generate_dir("humaneval") / "generations_humaneval_tiny.json")
+    assert programs == read_json(whole.run_dir.piece_generations_file("tiny", "humaneval", 0, 7))
+
+
+def test_a_piece_that_does_not_fit_the_data_is_refused(model_dir, data_dir, tmp_path):
+    ctx = _ctx(tmp_path, data_dir, model_dir, {"key": "x", "pieces": [_piece(0, 9, n=9)]})
+    with pytest.raises(ValueError, match="does not fit humaneval's 7 problems"):
+        gen.run_stage(ctx)
 
 
 def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
-    item = {"key": "humaneval", "benchmark": "humaneval", "shard": 0, "num_shards": 1}
+    item = {"key": "humaneval", "pieces": [_piece(0, 7)]}
     ctx = _ctx(tmp_path, data_dir, model_dir, item)
     ctx.stop.requested = True
     with pytest.raises(RequeueRequested):
         gen.run_stage(ctx)
-    partial = ctx.run_dir.generate_dir("humaneval") / partial_filename("humaneval", "tiny")
+    partial = ctx.run_dir.piece_generate_dir("tiny", "humaneval", 0, 7) / partial_filename("humaneval", "tiny")
     assert len(read_json(partial)["rows"]) == 4  # one batch saved
     ctx.stop.requested = False
     assert gen.run_stage(ctx)["problems"] == 7
 
 
-def test_model_choice_prefers_override_then_merged(model_dir, tmp_path):
+def test_model_location_prefers_override_then_merged(model_dir, tmp_path):
+    from jobs.run_models import model_location, model_spec
+
     recipe = Recipe.model_validate({
         "name": "t", "model": {"path": "builtin:tiny-llama", "model_name": "tiny"},
         "stages": {"generate": {"benchmarks": ["humaneval"]}},
     })
-    run_dir = RunDir(tmp_path)
-    model, tok = pick_model(recipe, run_dir)
+    run = RunDir(tmp_path)
+    entry = {"name": "tiny", "path": None, "merged_subdir": None}
+    model, tok = pick_model(model_location(run, recipe, entry), model_spec(recipe, entry))
     assert model.name.startswith("tiny-llama-") and tok == model
-    recipe.stages.generate.model_path = str(model_dir)
-    assert pick_model(recipe, run_dir)[0] == model_dir
+    assert model_location(run, recipe, {**entry, "path": str(model_dir)}) == str(model_dir)
+    assert model_location(run, recipe, {**entry, "merged_subdir": "tiny-step2"}) == str(run.merged_dir / "tiny-step2")
 
 
 def test_vllm_backend_explains_when_missing(model_dir):

@@ -41,12 +41,14 @@ def test_one_generate_and_one_evaluate_item_per_benchmark():
     gen, ev = plan.job("generate"), plan.job("evaluate")
     expected = list(contract.COMPETITION_SUITE) + ["humaneval"]
     assert [i["key"] for i in gen.items] == expected
-    assert gen.items[0] == {"key": expected[0], "benchmark": expected[0], "shard": 0, "num_shards": 1}
+    assert gen.items[0]["pieces"] == [{"model": "codefuse-codellama-34b", "benchmark": expected[0], "start": 0, "stop": 164,
+                                       "num_problems": 164}]
     assert [i["key"] for i in ev.items] == expected
-    assert all(i["num_shards"] == 1 for i in ev.items)
-    for stage in ("train", "merge", "collect"):
+    assert [i["pieces"] for i in ev.items] == [i["pieces"] for i in gen.items]
+    for stage in ("train", "collect"):
         assert plan.job(stage).items == [{"key": stage}]
-        assert not plan.job(stage).is_array
+    assert plan.job("merge").items == [{"key": "merge", "model": "codefuse-codellama-34b", "selector": "best", "step": None}]
+    assert not any(plan.job(s).is_array for s in ("train", "merge", "collect"))
     assert gen.is_array and ev.is_array
 
 
@@ -66,12 +68,9 @@ def test_shards_make_evaluate_wait_for_the_whole_array():
     plan = build_plan(recipe("generate.benchmarks=[humaneval, mbpp]", "generate.shards={mbpp: 3}"), generic())
     gen, ev = plan.job("generate"), plan.job("evaluate")
     assert [i["key"] for i in gen.items] == ["humaneval", "mbpp-s0of3", "mbpp-s1of3", "mbpp-s2of3"]
-    assert [(i["shard"], i["num_shards"]) for i in gen.items] == [(0, 1), (0, 3), (1, 3), (2, 3)]
-    assert {i["benchmark"] for i in gen.items[1:]} == {"mbpp"}
-    assert ev.items == [
-        {"key": "humaneval", "benchmark": "humaneval", "num_shards": 1},
-        {"key": "mbpp", "benchmark": "mbpp", "num_shards": 3},
-    ]
+    assert [(p["start"], p["stop"]) for i in gen.items for p in i["pieces"]] == [(0, 164), (0, 167), (167, 334), (334, 500)]
+    assert [i["key"] for i in ev.items] == ["humaneval", "mbpp"]  # each benchmark is scored whole
+    assert [(p["start"], p["stop"]) for p in ev.items[1]["pieces"]] == [(0, 500)]
     assert ev.dependency_type == "afterany"
 
 
@@ -84,7 +83,7 @@ def test_shipped_codellama_shards_mbpp():
 def test_eval_only_plan_starts_without_dependency():
     plan = build_plan(recipe(name="qwen_competition_eval.yaml"), generic())
     assert plan.jobs[0].stage == "generate" and plan.jobs[0].depends_on is None
-    assert plan.job("evaluate").dependency_type == "aftercorr"
+    assert plan.job("evaluate").dependency_type == "afterany"  # cost-balanced cuts differ per stage
 
 
 def test_arrays_within_max_array_size_are_one_chunk():
@@ -164,8 +163,9 @@ def test_plan_json_round_trip():
 
 
 def test_stage_items_for_single_stages():
-    r = recipe()
-    assert stage_items(r, "merge") == [{"key": "merge"}]
+    plan = build_plan(recipe(), generic())
+    assert stage_items("train", plan.models, None) == [{"key": "train"}]
+    assert stage_items("collect", plan.models, None) == [{"key": "collect"}]
 
 
 def test_plan_does_not_check_paths_unless_asked(tmp_path):

@@ -248,15 +248,21 @@ def test_qwen_recipe_is_the_chatml_competition_config():
     assert "<|im_end|>" in recipe.stages.generate.eos
 
 
-def test_eval_only_recipe_runs_one_gpu_element_per_benchmark():
+def test_eval_only_recipe_runs_cost_balanced_gpu_elements():
     recipe = load_recipe(ROOT / "recipes" / "qwen_competition_eval.yaml")
     assert recipe.stages.present() == ["generate", "evaluate", "collect"]
     plan = build_plan(recipe, load_profile("slurm-generic"))
     gen, ev, col = plan.jobs
-    assert [i["benchmark"] for i in gen.items] == recipe.benchmarks
+    assert len(gen.items) == len(recipe.benchmarks)  # as many elements as benchmarks, cut by cost
+    covered = {p["benchmark"] for item in gen.items for p in item["pieces"]}
+    assert covered == set(recipe.benchmarks)
     assert gen.resources.gpus_per_node == 1 and gen.resources.partition == "gpu"
     assert ev.resources.gpus_per_node == 0 and ev.resources.partition == "cpu"
-    assert (ev.dependency_type, col.dependency_type) == ("aftercorr", "afterany")
+    assert (ev.dependency_type, col.dependency_type) == ("afterany", "afterany")
+    per_benchmark = build_plan(load_recipe(ROOT / "recipes" / "qwen_competition_eval.yaml", ["generate.shards=benchmark"]),
+                               load_profile("slurm-generic"))
+    assert [i["key"] for i in per_benchmark.jobs[0].items] == recipe.benchmarks
+    assert per_benchmark.jobs[1].dependency_type == "aftercorr"  # element i scores what element i generated
     # any HF model: a --set away
     other = load_recipe(ROOT / "recipes" / "qwen_competition_eval.yaml",
                         ["model.path=/models/other", "model.model_name=other"])

@@ -32,13 +32,8 @@ def test_lpt_list_schedule_by_hand(scaling):
     assert where == [1, 0, 0, 1, 1]
 
 
-def test_splits_by_count_and_by_cost(scaling):
-    assert scaling.count_split(5, 2) == [(0, 3), (3, 5)]  # the generate stage's shard_range
-    assert scaling.cost_split([4, 1, 1, 1, 1], 2) == [(0, 1), (1, 5)]  # 4 | 4
-    assert scaling.cost_split([4, 1, 1, 1, 1], 3) == [(0, 1), (1, 2), (2, 5)]
-    assert scaling.cost_split([1, 1, 1], 3) == [(0, 1), (1, 2), (2, 3)]
-    with pytest.raises(ValueError):
-        scaling.cost_split([1, 1], 3)
+def test_splits_by_count(scaling):
+    assert scaling.count_split(5, 2) == [(0, 3), (3, 5)]  # equal problem counts
 
 
 def test_makespans_of_the_three_strategies_by_hand(scaling):
@@ -52,9 +47,9 @@ def test_makespans_of_the_three_strategies_by_hand(scaling):
     # ceil(7 problems / 3 GPUs) = 3 problems on the estimate, so the first such plan stays
     assert result["count_shards"]["shards"] == {"a": 2, "b": 1}
     assert result["count_shards"]["makespan_s"] == pytest.approx(6.0)
-    # by cost (a perfect estimate here): a cut after the 4 s problem: 4 | 4, b 4
-    assert result["cost_shards"]["shards"] == {"a": 2, "b": 1}
-    assert result["cost_shards"]["makespan_s"] == pytest.approx(4.0)
+    # the planner's balancer, 3 elements (a perfect estimate here): a[0] | a[1:5] | b = 4 | 4 | 4
+    assert result["balanced"]["shards"] == {"a": 2, "b": 1}
+    assert result["balanced"]["makespan_s"] == pytest.approx(4.0)
     assert result["lower_bound_s"] == pytest.approx(4.0)  # max(12 / 3, 4)
 
 
@@ -94,9 +89,16 @@ def test_scaling_script_on_the_real_suite(scaling, data_dir, tmp_path, capsys):
     by_gpus = {r["gpus"]: r for r in report["results"]}
     assert by_gpus[13]["per_benchmark"]["elements"] == 13
     for r in report["results"]:
-        for name in ("per_benchmark", "count_shards", "cost_shards"):
+        for name in ("per_benchmark", "count_shards", "balanced"):
             assert r[name]["makespan_s"] >= r["lower_bound_s"] - 1e-9
-    assert "per-benchmark" in capsys.readouterr().out
+    # the acceptance figure: the planner on the full 2,468 problems, 16 elements
+    for stage in ("generate", "evaluate"):
+        figures = report["planner_balance"][stage]
+        assert figures["elements"] == 16 and figures["max_over_mean"] <= 1.15, figures
+        assert figures["per_benchmark"]["elements"] == 13
+    assert report["planner_balance"]["generate"]["per_benchmark"]["max_over_mean"] > 2  # MBPP: 500 problems
+    printed = capsys.readouterr().out
+    assert "per-benchmark" in printed and "one element per benchmark (13)" in printed
 
 
 def test_training_script_cpu_smoke(tmp_path):

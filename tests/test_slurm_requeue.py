@@ -82,7 +82,7 @@ def test_usr2_saves_requeues_and_resumes(slurm, tmp_path, data_dir, capsys):
     assert "requeueing job" in log
     resumed = re.search(rf"resuming {BENCH}: (\d+) of 120 rows already done", log)
     assert resumed and int(resumed.group(1)) >= 3, log[-3000:]
-    generations = read_json(run_dir.generate_dir(BENCH) / f"generations_{BENCH}_tiny.json")
+    generations = read_json(run_dir.piece_generations_file("tiny", BENCH, 0, 120))
     assert len(generations) == 120
     assert main(["status", str(run_dir.root), "--json"]) == 0
     cost = json.loads(capsys.readouterr().out)["cost"]

@@ -20,20 +20,13 @@ def _has_tokenizer(path: Path) -> bool:
     return any((path / name).is_file() for name in TOKENIZER_FILES)
 
 
-def pick_model(recipe: Any, run_dir: Any) -> tuple[Path, Path]:
-    """(model dir, tokenizer dir) of the generate stage: stages.generate.model_path, else the
-    merged model when the recipe merges, else model.path; the tokenizer comes from the model dir
-    when it has one, else model.tokenizer_path."""
-    stage = recipe.stages.generate
-    if stage.model_path:
-        model = resolve_model_path(stage.model_path)
-    elif recipe.stages.merge is not None:
-        model = Path(run_dir.merged_dir)
-    else:
-        model = resolve_model_path(recipe.model.path)
+def pick_model(location: str, spec: Any) -> tuple[Path, Path]:
+    """(model dir, tokenizer dir) of one model of the run (`jobs.run_models.model_location`); the
+    tokenizer comes from the model dir when it has one, else the spec's tokenizer_path or path."""
+    model = resolve_model_path(location)
     tokenizer = model
     if not _has_tokenizer(model):
-        for candidate in (recipe.model.tokenizer_path, recipe.model.path):
+        for candidate in (spec.tokenizer_path, spec.path):
             if candidate and _has_tokenizer(resolve_model_path(candidate)):
                 tokenizer = resolve_model_path(candidate)
                 break

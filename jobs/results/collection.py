@@ -18,7 +18,6 @@ from typing import Any, Iterable, Optional, Sequence
 from launcher import contract
 from jobs.code_benchmarks.data import expected_size
 from jobs.results.data_identity import generation_data_sha256, generation_mismatch, mixed_pin_reasons
-from launcher.contract import shard_key
 from launcher.rundir import RunDir, read_json
 
 METRICS_RE = re.compile(r"^metrics_([a-z0-9-]+)_(.+)\.json$")
@@ -48,6 +47,8 @@ class TaskResult:
     data_sha256: Optional[str] = None
     #: why the numbers are not comparable with the reference harness's ("" when they are)
     not_comparable: str = ""
+    status_counts: dict[str, int] = field(default_factory=dict)
+    n_samples: Optional[int] = None  # the fewest samples any problem had
 
     @property
     def pass_at_1(self) -> Optional[float]:
@@ -65,6 +66,8 @@ class Collection:
     #: generation files per competition task (shards in order), for the zip
     generation_files: dict[str, list[Path]] = field(default_factory=dict)
     source: str = ""
+    #: where the model came from in a run_dir: selector (step200 / best / last), step, path
+    info: dict[str, Any] = field(default_factory=dict)
 
     @property
     def problems(self) -> list[TaskResult]:
@@ -104,9 +107,23 @@ class Collection:
         parts = [f"{r.task} ({r.status}: {r.reason})" for r in self.problems]
         return f"{len(parts)} of {len(self.required)} tasks missing or failed: " + "; ".join(parts)
 
+    @property
+    def mean_stderr(self) -> Optional[float]:
+        """Standard error of the 13-task mean, tasks taken as independent: sqrt(sum se^2) / 13."""
+        if self.mean is None:
+            return None
+        errors = [self.tasks[t].metrics.get("pass@1_stderr") for t in contract.COMPETITION_SUITE]
+        if any(e is None for e in errors):
+            return None
+        return sum(e * e for e in errors) ** 0.5 / len(errors)  # type: ignore[operator]
+
     def to_dict(self) -> dict[str, Any]:
         mean = self.mean
         return {
+            "name": self.model,
+            **{k: self.info.get(k) for k in ("selector", "step", "path")},
+            "competition_complete": self.competition_complete,
+            "mean_competition_stderr": self.mean_stderr,
             "model": self.model,
             "source": self.source,
             "limited": self.limited,
@@ -153,8 +170,8 @@ def read_task_metrics(task: str, path: Optional[Path], limit: Optional[int] = No
     result = TaskResult(
         task, "ok", metrics={k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))},
         num_problems=got, expected_problems=expected, limit=use_limit, metrics_path=str(path),
-        data_sha256=config.get("data_sha256"),
-        not_comparable=_limits_note(config),
+        data_sha256=config.get("data_sha256"), not_comparable=_limits_note(config),
+        status_counts=dict(config.get("status_counts") or {}), n_samples=config.get("n_samples_min"),
     )
     if got is None:
         result.status, result.reason = "failed", f"{path}: config.num_problems is missing"
@@ -172,59 +189,94 @@ def _refuse_mixed_data(tasks: dict[str, TaskResult]) -> None:
         tasks[task].status, tasks[task].reason = "failed", reason
 
 
-def _element_errors(run_dir: RunDir, stage: str, benchmark: str) -> list[str]:
-    """One-line reasons of failed elements of `stage` for `benchmark`, from the run's state."""
-    try:
-        plan = read_json(run_dir.plan_file)
-        job = next(j for j in plan["jobs"] if j["stage"] == stage)
-    except (OSError, ValueError, KeyError, StopIteration):
+def _element_errors(run_dir: RunDir, plan: dict[str, Any], stage: str, model: str, benchmark: str) -> list[str]:
+    """One-line reasons of the unfinished elements of `stage` holding a piece of (model, benchmark)."""
+    job = next((j for j in plan.get("jobs", []) if j["stage"] == stage), None)
+    if job is None:
         return []
     out = []
     for index, item in enumerate(job.get("items", [])):
-        if item.get("benchmark") != benchmark or run_dir.is_done(stage, index):
+        mine = any(p["model"] == model and p["benchmark"] == benchmark for p in item.get("pieces", []))
+        if not mine or run_dir.is_done(stage, index):
             continue
-        state_path = run_dir.element_state(stage, index)
-        state = read_json(state_path) if state_path.is_file() else {}
+        state = run_dir.read_state(stage, index)
         what = state.get("state", "not run")
         error = state.get("error")
         out.append(f"{stage}[{index}] ({item.get('key')}) {what}" + (f": {error}" if error else ""))
     return out
 
 
-def _shard_files(run_dir: RunDir, benchmark: str, model: str, num_shards: int) -> list[Path]:
-    """Generation files of `benchmark`, shards in order (the keys the planner gave them).
-    Empty when a shard's file is missing (the zip step then names the task)."""
-    paths = [run_dir.generations_file(shard_key(benchmark, s, num_shards), benchmark, model)
-             for s in range(num_shards)]
-    return paths if all(p.is_file() for p in paths) else []
+def _merge_error(run_dir: RunDir, plan: dict[str, Any], entry: dict[str, Any]) -> Optional[str]:
+    """Why a checkpoint model has no merged model, when its merge element did not complete."""
+    if entry.get("merge_index") is None:
+        return None
+    index = entry["merge_index"]
+    if run_dir.is_done("merge", index):
+        return None
+    state = run_dir.read_state("merge", index)
+    return f"merge[{index}] {state.get('state', 'not run')}" + (f": {state['error']}" if state.get("error") else "")
 
 
-def gather_run_results(run_dir: str | Path) -> Collection:
-    """Collect a run directory: the recipe says which tasks, which model and which limit."""
-    from launcher.recipe import load_recipe
+def _merged_step(run_dir: RunDir, entry: dict[str, Any]) -> Optional[int]:
+    """The step a best/last checkpoint resolved to, from the merge stage's record."""
+    if entry.get("merged_subdir") is None:
+        return entry.get("step")
+    info = run_dir.merged_model_dir(entry["merged_subdir"]) / "mftlaunch_merge.json"
+    try:
+        return int(read_json(info)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return entry.get("step")
 
-    run_dir = RunDir(Path(run_dir))
-    recipe = load_recipe(run_dir.recipe_file)
-    model = recipe.model.model_name
+
+def _plan(run_dir: RunDir) -> dict[str, Any]:
+    try:
+        return read_json(run_dir.plan_file)
+    except (OSError, ValueError):
+        return {}
+
+
+def gather_model_results(run_dir: RunDir, recipe: Any, plan: dict[str, Any], entry: dict[str, Any]) -> Collection:
+    """One model of a run_dir: every benchmark of the recipe, finishing any whose scored pieces were
+    not joined yet, with the reasons of unfinished elements for what is missing."""
+    from jobs.results.pieces import finish_from_files
+
+    model = entry["name"]
     required = list(recipe.benchmarks)
+    merge_error = _merge_error(run_dir, plan, entry)
     tasks: dict[str, TaskResult] = {}
     for task in required:
         path = run_dir.metrics_file(task, model)
+        if not path.is_file():
+            finish_from_files(run_dir, plan, model, task, expected_size(task, recipe.limit))
         result = read_task_metrics(task, path, recipe.limit)
         if result.status == "missing":
-            reasons = _element_errors(run_dir, "evaluate", task) + _element_errors(run_dir, "generate", task)
+            reasons = ([merge_error] if merge_error else []) + _element_errors(run_dir, plan, "evaluate", model, task) \
+                + _element_errors(run_dir, plan, "generate", model, task)
             if reasons:
                 result.reason += "; " + "; ".join(reasons)
         elif result.status == "ok":
-            mismatch = generation_mismatch(task, result.data_sha256, generation_data_sha256(run_dir, task))
+            mismatch = generation_mismatch(task, result.data_sha256, generation_data_sha256(run_dir, task, model))
             if mismatch:
                 result.status, result.reason = "failed", mismatch
         tasks[task] = result
     _refuse_mixed_data(tasks)
-    shards = recipe.stages.generate.shards if recipe.stages.generate else {}
-    gen_files = {t: _shard_files(run_dir, t, model, shards.get(t, 1)) for t in contract.COMPETITION_SUITE if t in required}
+    gen_files = {t: [run_dir.generations_file(t, model)] if run_dir.generations_file(t, model).is_file() else []
+                 for t in contract.COMPETITION_SUITE if t in required}
+    info = {"selector": entry.get("selector"), "step": _merged_step(run_dir, entry), "path": entry.get("path")}
     return Collection(model=model, tasks=tasks, required=required, limited=recipe.limit is not None,
-                      generation_files=gen_files, source=str(run_dir.root))
+                      generation_files=gen_files, source=str(run_dir.root), info=info)
+
+
+def gather_run_results(run_dir: str | Path) -> list[Collection]:
+    """Every model of a run directory, in the plan's order (its recipe says which tasks and limit)."""
+    from jobs.run_models import plan_models
+    from launcher.recipe import load_recipe
+
+    run_dir = RunDir(Path(run_dir))
+    recipe = load_recipe(run_dir.recipe_file)
+    plan = _plan(run_dir)
+    entries = plan_models(plan) if plan.get("models") else [{"name": recipe.base_model.model_name}]
+    return [gather_model_results(run_dir, recipe, plan, entry) for entry in entries]
 
 
 def _scan(paths: Iterable[Path], pattern: re.Pattern) -> list[tuple[str, str, Path]]:
@@ -239,28 +291,13 @@ def _scan(paths: Iterable[Path], pattern: re.Pattern) -> list[tuple[str, str, Pa
     return out
 
 
-def gather_file_results(sources: Sequence[str | Path], model: Optional[str] = None) -> Collection:
-    """Collect loose metrics files / directories of them. All 13 competition tasks are required;
-    HumanEval is reported when present. Generation files found under the same directories
-    (e.g. the reference's `generations_<model>/`) feed the zip."""
-    paths = [Path(p) for p in sources]
-    missing_paths = [str(p) for p in paths if not p.exists()]
-    if missing_paths:
-        raise ResultsError(f"not found: {', '.join(missing_paths)}")
-    found = _scan(paths, METRICS_RE)
-    models = sorted({m for _t, m, _p in found})
-    if model is None:
-        if not models:
-            raise ResultsError(f"no metrics_<task>_<model>.json files under {', '.join(map(str, paths))}")
-        if len(models) > 1:
-            raise ResultsError(f"metrics of several models ({', '.join(models)}): pick one with --model")
-        model = models[0]
+def _file_collection(paths: list[Path], found: list[tuple[str, str, Path]], model: str) -> Collection:
     by_task: dict[str, Path] = {}
     for task, file_model, path in found:
         if file_model != model:
             continue
         if task in by_task and by_task[task] != path:
-            raise ResultsError(f"two metrics files for {task}: {by_task[task]} and {path}")
+            raise ResultsError(f"two metrics files for {task} of {model}: {by_task[task]} and {path}")
         by_task[task] = path
     required = list(contract.COMPETITION_SUITE) + [t for t in contract.EXTRA_BENCHMARKS if t in by_task]
     tasks = {t: read_task_metrics(t, by_task.get(t)) for t in required}
@@ -275,24 +312,34 @@ def gather_file_results(sources: Sequence[str | Path], model: Optional[str] = No
                       generation_files=gen_files, source=", ".join(map(str, paths)))
 
 
+def gather_file_results(sources: Sequence[str | Path]) -> list[Collection]:
+    """Collect loose metrics files / directories of them, one Collection per model found (sorted
+    by name). All 13 competition tasks are required; HumanEval is reported when present.
+    Generation files found under the same directories (e.g. the reference's
+    `generations_<model>/`) feed the zip."""
+    paths = [Path(p) for p in sources]
+    missing_paths = [str(p) for p in paths if not p.exists()]
+    if missing_paths:
+        raise ResultsError(f"not found: {', '.join(missing_paths)}")
+    found = _scan(paths, METRICS_RE)
+    models = sorted({m for _t, m, _p in found})
+    if not models:
+        raise ResultsError(f"no metrics_<task>_<model>.json files under {', '.join(map(str, paths))}")
+    return [_file_collection(paths, found, model) for model in models]
+
+
 def is_run_dir(path: str | Path) -> bool:
     """A directory with a recipe file: collected by its recipe, not by scanning file names."""
     return Path(path).is_dir() and RunDir(Path(path)).recipe_file.is_file()
 
 
-def gather_results(*sources: str | Path, model: Optional[str] = None) -> Collection:
-    """A run directory, or metrics files / directories. Never raises for missing tasks: look at
-    `.complete` / `.problems` (or call `require_complete`)."""
+def gather_collections(*sources: str | Path) -> list[Collection]:
+    """A run directory (every model of it), or metrics files / directories (every model found).
+    Never raises for missing tasks: look at each `.complete` / `.problems`."""
     if not sources:
         raise ResultsError("nothing to collect: give a run directory or metrics files")
     if len(sources) == 1 and is_run_dir(sources[0]):
-        collection = gather_run_results(sources[0])
-        if model is not None and model != collection.model:
-            raise ResultsError(f"{sources[0]} is a run of model {collection.model}, not {model}")
-        return collection
-    return gather_file_results(sources, model)
-
-
-def require_complete(collection: Collection) -> None:
-    if not collection.complete:
-        raise IncompleteResults(collection.problem_summary())
+        return gather_run_results(sources[0])
+    if any(is_run_dir(s) for s in sources):
+        raise ResultsError("give one run directory, or metrics files / folders (to compare runs: mftlaunch compare)")
+    return gather_file_results(sources)

@@ -16,8 +16,10 @@ from jobs.code_benchmarks.data import pinned_sha256_of
 from launcher.rundir import RunDir, read_json
 
 
-def generation_data_sha256(run_dir: RunDir, benchmark: str) -> dict[str, Optional[str]]:
-    """{generate item key: data sha256 its sentinel recorded} for every finished shard of `benchmark`."""
+def generation_data_sha256(run_dir: RunDir, benchmark: str, model: Optional[str] = None) -> dict[str, Optional[str]]:
+    """{generate item key: data sha256 its sentinel recorded for `benchmark`} for every finished
+    generate element holding a piece of `benchmark` (of `model`, when given). A sentinel records
+    `data_sha256` as {benchmark: sha256} (an element may hold pieces of several benchmarks)."""
     try:
         plan = read_json(run_dir.plan_file)
         job = next(j for j in plan["jobs"] if j["stage"] == "generate")
@@ -25,11 +27,11 @@ def generation_data_sha256(run_dir: RunDir, benchmark: str) -> dict[str, Optiona
         return {}
     out: dict[str, Optional[str]] = {}
     for index, item in enumerate(job.get("items", [])):
-        if item.get("benchmark") != benchmark:
+        if not any(p["benchmark"] == benchmark and model in (None, p["model"]) for p in item.get("pieces", [])):
             continue
         record = run_dir.done_record("generate", index)
         if record is not None:
-            out[str(item.get("key"))] = record.get("data_sha256")
+            out[str(item.get("key"))] = (record.get("data_sha256") or {}).get(benchmark)
     return out
 
 

@@ -5,6 +5,7 @@ samples, as the reference harness does; greedy runs therefore report pass@1 only
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any, Sequence
 
 from jobs.results.generations import GenerationsError
@@ -33,6 +34,22 @@ def pass_at_k_summary(counts: Sequence[tuple[int, int]], ks: Sequence[int] = KS)
     }
 
 
+def pass_at_k_stderr(counts: Sequence[tuple[int, int]], ks: Sequence[int] = KS) -> dict[str, float]:
+    """Standard error of each mean pass@k over problems: the sample standard deviation of the
+    per-problem estimates / sqrt(problems). It measures how much the score would move on another
+    draw of problems of the same kind (and, with n_samples > 1, of samples); needs 2+ problems."""
+    if len(counts) < 2:
+        return {}
+    min_n = min(n for n, _ in counts)
+    out = {}
+    for k in ks:
+        if k > min_n:
+            continue
+        values = [pass_at_k(n, c, k) for n, c in counts]
+        out[f"pass@{k}_stderr"] = statistics.stdev(values) / math.sqrt(len(values))
+    return out
+
+
 def summarize(records: Sequence[dict[str, Any]], num_problems: int) -> tuple[dict[str, float], dict[str, Any]]:
     """pass@k metrics and counts from per-sample records."""
     per_problem: dict[int, list[bool]] = {i: [] for i in range(num_problems)}
@@ -44,7 +61,7 @@ def summarize(records: Sequence[dict[str, Any]], num_problems: int) -> tuple[dic
     if empty:
         raise GenerationsError(f"problems without any generated sample: indices {empty[:10]}")
     counts = [(len(o), sum(o)) for o in per_problem.values()]
-    metrics = pass_at_k_summary(counts)
+    metrics = {**pass_at_k_summary(counts), **pass_at_k_stderr(counts)}
     extra = {
         "num_problems": num_problems,
         "num_samples": len(records),

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from jobs.context import RequeueRequested, StageContext
+from jobs.run_models import selected_steps
 from jobs.mft.batching import EpochLoader, collate, model_inputs
 from jobs.mft.data import MftData, load_mft_data
 from jobs.mft.coba_schedule import record_batches, record_due
@@ -176,6 +177,7 @@ class Trainer:
                     self.engine.net.save_pretrained(str(directory / ADAPTER_DIR), state_dict=weights)
 
         protect = {self.state.best_step} if self.state.best_step is not None else set()
+        protect |= selected_steps(self.ctx.plan)  # checkpoints a sweep merges and evaluates
         path = checkpoint.save(self.checkpoints, self.state, write, is_main=self.is_main, barrier=engines.barrier,
                                keep_last=self.train.saving_limit, protect=protect)
         self.last_save_s = time.monotonic() - start
