@@ -174,23 +174,21 @@ def test_a_task_on_other_data_than_the_pinned_copy_the_others_used_is_refused(tm
         _set_data_sha(run_dir, task, pinned_sha256_of(task))
     assert col.gather_results(run_dir.root).complete
     _set_data_sha(run_dir, "humanevalsynthesize-cpp", "0" * 64)
-    collection = col.gather_results(run_dir.root)
+    collection = one(col.gather_results(run_dir.root))
     assert [r.task for r in collection.problems] == ["humanevalsynthesize-cpp"]
     assert "refusing to mix data versions" in collection.tasks["humanevalsynthesize-cpp"].reason
     assert collection.mean is None
-    loose = col.gather_results(*[run_dir.metrics_file(t, MODEL) for t in contract.ALL_BENCHMARKS])
+    loose = one(col.gather_results(*[run_dir.metrics_file(t, MODEL) for t in contract.ALL_BENCHMARKS]))
     assert [r.task for r in loose.problems] == ["humanevalsynthesize-cpp"]
 
 
 def test_generations_from_other_data_than_the_evaluation_are_refused(tmp_path):
-    run_dir = make_run(tmp_path)
-    items = [{"key": t, "benchmark": t, "shard": 0, "num_shards": 1} for t in contract.ALL_BENCHMARKS]
-    run_dir.plan_file.write_text(json.dumps({"jobs": [{"stage": "generate", "items": items}]}), encoding="utf-8")
+    run_dir = make_run(tmp_path)  # one generate element per benchmark, in suite order
     for index, task in enumerate(contract.ALL_BENCHMARKS):
-        run_dir.mark_done("generate", index, {"data_sha256": "ab"})
+        run_dir.mark_done("generate", index, {"data_sha256": {task: "ab"}})
     assert col.gather_results(run_dir.root).complete
-    run_dir.mark_done("generate", list(contract.ALL_BENCHMARKS).index("mbpp"), {"data_sha256": "cd" * 32})
-    collection = col.gather_results(run_dir.root)
+    run_dir.mark_done("generate", list(contract.ALL_BENCHMARKS).index("mbpp"), {"data_sha256": {"mbpp": "cd" * 32}})
+    collection = one(col.gather_results(run_dir.root))
     assert [r.task for r in collection.problems] == ["mbpp"]
     assert "generations of mbpp were made from other benchmark data" in collection.tasks["mbpp"].reason
 
@@ -202,12 +200,13 @@ def test_raised_limits_mark_the_run_not_comparable(tmp_path):
     payload = json.loads(path.read_text())
     payload["config"].update(timeout_s=120.0, reference_timeout_s=30.0, limits_comparable=False)
     path.write_text(json.dumps(payload), encoding="utf-8")
-    collection = col.gather_results(run_dir.root)
+    results = col.gather_results(run_dir.root)
+    collection = one(results)
     assert collection.complete and collection.mean is not None  # the score stands, labelled
-    data = collection.to_dict()
-    assert data["comparable"] is False
-    assert data["not_comparable"] == {"humanevalsynthesize-rust": "timeout 120.0 s, the reference uses 30.0 s"}
-    assert "Not comparable with the reference harness" in col.render_markdown(collection)
+    data = results.to_dict()
+    assert data["comparable"] is False and data["models"][0]["comparable"] is False
+    assert data["models"][0]["not_comparable"] == {"humanevalsynthesize-rust": "timeout 120.0 s, the reference uses 30.0 s"}
+    assert "Not comparable with the reference harness" in col.render_markdown(results)
 
 
 def test_limited_run_is_complete_labelled_and_has_no_zip(tmp_path):

@@ -127,6 +127,7 @@ class Results:
             "n_samples": self.n_samples,
             "ks": ks,
             "complete": self.complete,
+            "comparable": all(c.to_dict()["comparable"] for c in self.models),
             "competition_tasks": list(contract.COMPETITION_SUITE),
             "extra_tasks": list(contract.EXTRA_BENCHMARKS),
             "models": [c.to_dict() for c in self.models],
