@@ -134,7 +134,8 @@ def run_stage(ctx: StageContext) -> dict[str, Any]:
 
     from jobs import run_models
 
-    entry = run_models.plan_model(ctx.plan, ctx.item["model"]) if "model" in ctx.item else run_models.plan_models(ctx.plan)[0]
+    entry = run_models.plan_model(ctx.plan, ctx.item["model"]) if "model" in ctx.item \
+        else run_models.plan_models(ctx.plan, ctx.recipe)[0]
     which = entry["step"] if entry.get("step") is not None else (entry.get("selector") or "best")
     ckpt, reason = choose_checkpoint(ctx.run_dir.checkpoints_dir, which)
     step = checkpoint.read_state(ckpt).step

@@ -6,7 +6,7 @@ so a merge element, the generate pieces and the collector always agree on which 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from launcher.recipe import GenerateStage, ModelSpec, Recipe
 from launcher.rundir import RunDir
@@ -16,10 +16,15 @@ class UnknownModel(KeyError):
     """A plan item names a model that plan.json does not list."""
 
 
-def plan_models(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """plan.json's models; a plan written before sweeps existed has one, named model_name."""
-    return plan.get("models") or [{"name": plan["model_name"], "path": None, "selector": None, "step": None,
-                                   "merge_index": None, "merged_subdir": None, "prompt": {}}]
+def plan_models(plan: dict[str, Any], recipe: Optional[Recipe] = None) -> list[dict[str, Any]]:
+    """plan.json's models; a plan without them (written before sweeps existed, or a bare one in a
+    test) has the recipe's one model, merged into merged/ when the recipe merges."""
+    if plan.get("models"):
+        return plan["models"]
+    merge = recipe.stages.merge if recipe is not None else None
+    name = plan.get("model_name") or (recipe.base_model.model_name if recipe is not None else None)
+    return [{"name": name, "path": None, "selector": (merge.checkpoint or "best") if merge else None, "step": None,
+             "merge_index": 0 if merge else None, "merged_subdir": "" if merge else None, "prompt": {}}]
 
 
 def plan_model(plan: dict[str, Any], name: str) -> dict[str, Any]:
