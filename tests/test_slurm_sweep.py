@@ -59,9 +59,10 @@ def _cancel_when_running(run_dir: RunDir, index: int, timeout: float = 600) -> N
     an array element cancelled while pending, so `status` could not say CANCELLED then)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        state = run_dir.read_state("generate", index)
-        if state.get("state") == "RUNNING" and state.get("job_id"):
-            subprocess.run(["scancel", state["job_id"]], check=True)
+        if run_dir.read_state("generate", index).get("state") == "RUNNING":
+            # ARRAYID_INDEX: the element's own raw job id may be the array's id, which would cancel all
+            array_id = read_json(run_dir.manifest_file)["jobs"]["generate"][0]["id"]
+            subprocess.run(["scancel", f"{array_id}_{index}"], check=True)
             return
         time.sleep(0.1)
     pytest.fail(f"generate[{index}] did not start in {timeout}s")
