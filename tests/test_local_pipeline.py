@@ -38,9 +38,9 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert code == 0, out
     run_dir = _run_dir(out)
     for bench in benchmarks:
-        generations = json.loads(run.generations_file(bench, "tiny").read_text())
+        generations = json.loads(run_dir.generations_file(bench, "tiny").read_text())
         assert len(generations) == 2 and all(len(g) == 1 for g in generations)
-        metrics = read_json(run.metrics_file(bench, "tiny"))
+        metrics = read_json(run_dir.metrics_file(bench, "tiny"))
         assert 0.0 <= metrics[bench]["pass@1"] <= 1.0
     assert run_dir.is_done("collect", 0)
     code = main(["status", str(run_dir.root), "--json"])
@@ -64,7 +64,7 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert all(bench in report for bench in benchmarks) and "<h2>Resources</h2>" in report
     assert main(["logs", str(run_dir.root), "--stage", "generate", "--index", "1"]) == 0
     logs = capsys.readouterr().out
-    key = read_json(run.plan_file)["jobs"][0]["items"][1]["key"]
+    key = read_json(run_dir.plan_file)["jobs"][0]["items"][1]["key"]
     assert f"generate[1] ({key})" in logs
     assert "generate[0]" not in logs and "evaluate[1]" not in logs
 
@@ -92,21 +92,21 @@ def test_eval_only_sweep_of_two_models_locally(tmp_path, data_dir, capsys):
     code = main(["submit", str(path), "--profile", "local", "--wait"])
     out = capsys.readouterr().out
     assert code == 0, out
-    run = _run_dir(out)
-    plan = read_json(run.plan_file)
+    run_dir = _run_dir(out)
+    plan = read_json(run_dir.plan_file)
     assert [len(j["items"]) for j in plan["jobs"]] == [3, 2, 1]
     for model in ("tiny-a", "tiny-b"):
         for bench in benchmarks:
-            assert read_json(run.metrics_file(bench, model))["config"]["num_problems"] == 2
+            assert read_json(run_dir.metrics_file(bench, model))["config"]["num_problems"] == 2
     for model, fmt in (("tiny-a", "competition"), ("tiny-b", "instruct")):  # each model its own prompts
-        sidecars = list((run.root / "generate" / model).rglob("*.raw.json"))
+        sidecars = list((run_dir.root / "generate" / model).rglob("*.raw.json"))
         assert sidecars and {read_json(p)["prompt_format"]["name"] for p in sidecars} == {fmt}
-    results = read_json(run.collect_dir / "results.json")
+    results = read_json(run_dir.collect_dir / "results.json")
     assert [m["name"] for m in results["models"]] == ["tiny-a", "tiny-b"]
     # two benchmarks of the 13: no 13-task mean, so no best model, and the table says why
     assert results["complete"] and results["best"]["model"] is None
     assert set(results["best"]["excluded"]) == {"tiny-a", "tiny-b"}
-    assert "tiny-a" in (run.collect_dir / "results.md").read_text().splitlines()[2]
+    assert "tiny-a" in (run_dir.collect_dir / "results.md").read_text().splitlines()[2]
 
 
 def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):
@@ -127,8 +127,8 @@ def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):
     path = tmp_path / "local_cancel.yaml"
     path.write_text(yaml.safe_dump(recipe))
     assert main(["submit", str(path), "--profile", "local"]) == 0
-    run = _run_dir(capsys.readouterr().out)
-    partial = run.piece_generate_dir("tiny", bench, 0, 60) / f"generations_{bench}_tiny.partial.json"
+    run_dir = _run_dir(capsys.readouterr().out)
+    partial = run_dir.piece_generate_dir("tiny", bench, 0, 60) / f"generations_{bench}_tiny.partial.json"
     deadline = time.time() + 120
     while not partial.is_file() and time.time() < deadline:
         time.sleep(0.2)
@@ -144,4 +144,4 @@ def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):
     assert "resubmitted generate: [0]" in out and "run completed" in out
     log = "".join(p.read_text() for p in run_dir.logs_dir.glob("mft.local_cancel.generate_*.out"))
     assert f"resuming {bench}:" in log
-    assert len(read_json(run.piece_generations_file("tiny", bench, 0, 60))) == 60
+    assert len(read_json(run_dir.piece_generations_file("tiny", bench, 0, 60))) == 60
