@@ -234,15 +234,19 @@ def _generation_memory_notes(recipe: Recipe, profile: Profile, problems: list[Pr
     gen = recipe.stages.generate
     if not gen:
         return
-    config = load_model_config(gen.model_path or recipe.model.path)
-    if config is None:
-        return
-    devices = gen.resources.gpus_per_node if gen.placement == "split" else 1
-    notes.append(f"generate memory estimate: {generation_memory.estimate(config, gen, recipe.model.dtype, devices).summary()}")
-    if profile.gpu_mem_gib and gen.resources.gpus_per_node:
-        for message in generation_memory.problems(config, gen, recipe.model.dtype, profile.gpu_mem_gib,
-                                                  profile.gpus_per_node):
-            problems.append((("stages", "generate"), message))
+    specs = [m.spec(recipe.model) for m in recipe.models] if recipe.models else [recipe.model]
+    for spec in specs:  # every model of an eval-only sweep; a training run's checkpoints are its base's shape
+        config = load_model_config(gen.model_path or spec.path)
+        if config is None:
+            continue
+        devices = gen.resources.gpus_per_node if gen.placement == "split" else 1
+        who = f" ({spec.model_name})" if len(specs) > 1 else ""
+        notes.append(f"generate memory estimate{who}: "
+                     f"{generation_memory.estimate(config, gen, spec.dtype, devices).summary()}")
+        if profile.gpu_mem_gib and gen.resources.gpus_per_node:
+            for message in generation_memory.problems(config, gen, spec.dtype, profile.gpu_mem_gib,
+                                                      profile.gpus_per_node):
+                problems.append((("stages", "generate"), f"{spec.model_name}: {message}" if who else message))
 
 
 def _format(problems: list[Problem], source: Optional[YamlSource]) -> list[str]:
