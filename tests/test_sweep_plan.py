@@ -211,3 +211,11 @@ def test_resolved_sweep_recipes_load_again(tmp_path):
         path = tmp_path / "recipe.yaml"
         path.write_text(recipe_to_yaml(recipe))
         assert load_recipe(path) == recipe
+
+
+def test_the_shipped_sweep_recipe_plans():
+    plan = build_plan(load_recipe(ROOT / "recipes" / "tiny_sweep.yaml"), load_profile("local"))
+    assert [m["step"] for m in plan.models] == [5, 10, 15, 20]
+    assert [len(plan.job(s).items) for s in ("merge", "generate", "evaluate")] == [4, 4, 4]
+    assert any(note.startswith("generate: 4 elements") and "one element per benchmark: 56 elements" in note
+               for note in plan.notes)
