@@ -77,3 +77,24 @@ def test_an_all_rows_engine_gets_one_call_and_the_same_file(tmp_path):
     name = generations_name("humaneval", "tiny")
     assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert read_json(tmp_path / "a" / name.replace(".json", ".raw.json"))["backend"] == "hf"
+
+
+def test_an_all_rows_engine_reports_progress_in_chunks(tmp_path, monkeypatch):
+    """vLLM-style engines get calls of ALL_AT_ONCE_CHUNK_ROWS rows, so they log progress lines
+    (rate, ETA) and can stop between calls like batched engines."""
+    from jobs.generation import benchmark
+
+    monkeypatch.setenv("MFTLAUNCH_CACHE", str(tmp_path / "cache"))
+    from jobs.tiny_model import resolve_model_path
+
+    monkeypatch.setattr(benchmark, "ALL_AT_ONCE_CHUNK_ROWS", 2)
+    whole = AllAtOnce(HFEngine.load(resolve_model_path("builtin:tiny-llama"), device="cpu"))
+    logged: list[str] = []
+    shown: list[str] = []
+    generate_benchmark(whole, "humaneval", PROBLEMS, range(5), pr.PromptFormat("competition"),
+                       DecodeSettings(max_new_tokens=6, batch_size=8), tmp_path, "tiny", log=logged.append,
+                       on_progress=shown.append)
+    assert whole.calls == [2, 2, 1]
+    assert [re.match(r"generate humaneval: (\d)/5 rows \[\d\d:\d\d<\d\d:\d\d, .*rows/s, .* new tok/s\]$", line)[1]
+            for line in shown] == ["2", "4", "5"]
+    assert all(line in logged for line in shown)
