@@ -126,3 +126,12 @@ def test_report_of_an_eval_only_run_without_training_curves(tmp_path, capsys):
     page = (tmp_path / "r.html").read_text()
     assert "<h2>Checkpoints</h2>" not in page and "<h2>Training</h2>" not in page
     assert page.count('src="data:image/png;base64,') == 3
+
+
+def test_rows_are_the_tasks_some_model_was_asked_for(tmp_path, capsys):
+    run = make_sweep_run(tmp_path / "nohumaneval", steps=(2,), tensorboard=False)
+    results = json.loads(run.results_table("json").read_text())
+    del results["models"][0]["tasks"]["humaneval"]  # extra_tasks still lists it, as the collector does
+    atomic_write_json(run.results_table("json"), results)
+    assert main(["compare", str(run.root), "--format", "json"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["pass@1"]) == TASKS[:13] + ["mean (13 tasks)"]

@@ -131,7 +131,8 @@ def columns(runs: list[RunResults]) -> list[Column]:
 
 
 def task_rows(runs: list[RunResults]) -> list[str]:
-    """The competition tasks in suite order, the mean row, then the extras (HumanEval)."""
+    """The competition tasks in suite order, the mean row, then the extras (HumanEval): those
+    that some model of some run was asked for."""
     competition: list[str] = []
     extras: list[str] = []
     for run in runs:
@@ -139,7 +140,8 @@ def task_rows(runs: list[RunResults]) -> list[str]:
         extras += [t for t in run.data.get("extra_tasks", []) if t not in extras]
         for model in run.models:  # tasks a run asked for beyond its listed ones
             extras += [t for t in model["tasks"] if t not in competition and t not in extras]
-    return competition + [MEAN_ROW] + extras
+    asked = {t for run in runs for model in run.models for t in model["tasks"]}
+    return [t for t in competition if t in asked] + [MEAN_ROW] + [t for t in extras if t in asked]
 
 
 def best_labels(cols: list[Column], task: str) -> list[str]:
