@@ -39,3 +39,5 @@ def test_readme_demo_runs_end_to_end(tmp_path):
     run_dir = next((tmp_path / "runs").iterdir())
     assert (run_dir / "merged" / "config.json").is_file()
     assert len(list((run_dir / "sentinels" / "generate").glob("*.done"))) == 14
+    report = (run_dir / "collect" / "report.html").read_text()
+    assert "humanevalfixtests-rust" in report and "<h2>Training</h2>" in report and "<h2>Resources</h2>" in report

@@ -245,10 +245,11 @@ def cost_from_state(run_dir: RunDir, plan: dict[str, Any], now: Optional[float] 
             started = state.get("started")
             running = state.get("state") == "RUNNING"
             if started is not None and (running or not state.get("usage")):
-                cpus, gpus = (state["cpus"], state["gpus"]) if "cpus" in state else _plan_devices(job)
+                measured = "cpus" in state  # the local scheduler's record of what it gave the element
+                cpus, gpus = (state["cpus"], state["gpus"]) if measured else _plan_devices(job)
                 ended = now if running else (state.get("ended") or now)
                 element.add_attempt(max(0.0, float(ended) - float(started)), int(cpus), int(gpus), running=running)
-                estimated = estimated or not state.get("usage")
+                estimated = estimated or not measured
     notes = ["the last attempt of each element x the resources the plan asked for"] if estimated else []
     return RunCost(source, list(elements.values()), notes)
 

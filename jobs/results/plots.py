@@ -146,13 +146,19 @@ def outcomes_by_language(cols: list[Column], tasks: list[str], language_of: Any)
 
 
 def resources_bars(by_stage: dict[str, dict[str, dict[str, float]]]) -> Optional[str]:
-    """GPU-hours and CPU-hours per stage ({run: {stage: totals}}), side by side."""
+    """GPU-hours and CPU-hours per stage ({run: {stage: totals}}), side by side (CPU-hours alone
+    when no stage used a GPU)."""
     stages = list(dict.fromkeys(s for stages in by_stage.values() for s in stages))
     if not stages:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(WIDTH_IN, max(2.8, 1.2 + 0.4 * len(stages) * len(by_stage))))
+    kinds = [("gpu_hours", "GPU-hours"), ("cpu_hours", "CPU-hours")]
+    if not any(t.get("gpu_hours") for stages in by_stage.values() for t in stages.values()):
+        kinds = kinds[1:]  # a CPU-only run: an empty GPU panel would only take room
+    fig, axes = plt.subplots(1, len(kinds), figsize=(WIDTH_IN, max(2.8, 1.2 + 0.4 * len(stages) * len(by_stage))),
+                             squeeze=False)
+    axes = list(axes[0])
     bar = 0.8 / len(by_stage)
-    for ax, key, title in zip(axes, ("gpu_hours", "cpu_hours"), ("GPU-hours", "CPU-hours")):
+    for ax, (key, title) in zip(axes, kinds):
         for k, (run, totals) in enumerate(by_stage.items()):
             ys = [i + (k - (len(by_stage) - 1) / 2) * bar for i in range(len(stages))]
             ax.barh(ys, [totals.get(s, {}).get(key, 0.0) for s in stages], height=bar, label=run)
