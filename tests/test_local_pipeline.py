@@ -107,6 +107,14 @@ def test_eval_only_sweep_of_two_models_locally(tmp_path, data_dir, capsys):
     assert results["complete"] and results["best"]["model"] is None
     assert set(results["best"]["excluded"]) == {"tiny-a", "tiny-b"}
     assert "tiny-a" in (run_dir.collect_dir / "results.md").read_text().splitlines()[2]
+    # each model's share of the elements that held its pieces, measured by the local scheduler
+    assert all(m["resources"]["cpu_hours"] > 0 for m in results["models"])
+    # compare across the run's models: prompt formats may differ inside one run
+    assert main(["compare", str(run_dir.root), "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert rows[0].startswith("task,tiny-a,tiny-b,best,") and rows[1].startswith("humanevalsynthesize-python,")
+    report = run_dir.report_file.read_text()
+    assert "<th>tiny-a</th>" in report and "<th>tiny-b</th>" in report and "no model has all 13 tasks" in report
 
 
 def test_cancel_then_resume_locally(tmp_path, data_dir, capsys):

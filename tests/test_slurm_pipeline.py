@@ -141,20 +141,24 @@ def test_two_submissions_at_once_get_distinct_run_dirs_and_ports(slurm, tmp_path
     assert len(ports) == 2
 
 
-def assert_cost_matches_sacct(run_dir: RunDir) -> None:
+def assert_cost_matches_sacct(run_dir: RunDir, stages: tuple[str, ...] = ("generate", "evaluate")) -> dict:
     """results.json (written by the collector) and report.html carry the run's cost, and for the
-    stages finished before the collector ran it is sacct's: elapsed x allocated CPUs."""
+    stages finished before the collector ran it is sacct's: every attempt of every job the run
+    submitted (resumes included), elapsed x allocated CPUs. Returns results.json's resources."""
     resources = read_json(run_dir.results_table("json"))["resources"]
     assert resources["source"] == "sacct", resources
     manifest = read_json(run_dir.manifest_file)
-    for stage in ("generate", "evaluate"):
-        job_id = manifest["jobs"][stage][0]["id"]
-        out = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", job_id, "-S", manifest["submit_time"],
-                              "-o", "ElapsedRaw,AllocCPUS,AllocTRES"], capture_output=True, text=True, check=True).stdout
-        rows = [line.split("|") for line in out.split()]
-        assert rows and all("gres/gpu" not in tres for _e, _c, tres in rows), rows
-        cpu_hours = sum(int(e) * int(c) for e, c, _t in rows) / 3600
-        assert resources["by_stage"][stage]["cpu_hours"] == pytest.approx(cpu_hours, abs=1e-6), (stage, resources)
+    for stage in stages:
+        ids = [entry["id"] for attempt in manifest["attempts"] for entry in attempt.get("jobs", {}).get(stage, [])]
+        out = subprocess.run(["sacct", "-n", "-P", "-X", "--duplicates", "-j", ",".join(ids), "-S",
+                              manifest["submit_time"], "-o", "JobID,ElapsedRaw,AllocCPUS,AllocTRES"],
+                             capture_output=True, text=True, check=True).stdout
+        rows = [line.split("|") for line in out.split() if "[" not in line.split("|")[0]]
+        assert rows and all("gres/gpu" not in tres for _j, _e, _c, tres in rows), rows
+        cpu_hours = sum(int(e) * int(c) for _j, e, c, _t in rows) / 3600
+        assert resources["by_stage"][stage]["cpu_hours"] == pytest.approx(cpu_hours, abs=1e-6), (stage, rows, resources)
+        assert resources["by_stage"][stage]["attempts"] == len(rows)
         assert resources["by_stage"][stage]["gpu_hours"] == 0
     report = run_dir.report_file.read_text()
     assert "<h2>Resources</h2>" in report and "From sacct" in report
+    return resources

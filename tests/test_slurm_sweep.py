@@ -15,7 +15,7 @@ import yaml
 from launcher.cli import main
 from launcher.contract import ALL_BENCHMARKS, required_upstream
 from launcher.rundir import RunDir, read_json
-from test_slurm_pipeline import submit, wait_final
+from test_slurm_pipeline import assert_cost_matches_sacct, submit, wait_final
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -120,3 +120,12 @@ def test_checkpoint_sweep_balanced_arrays_collector_and_resume(slurm, tmp_path, 
     for model in MODELS:
         merged = json.loads((run_dir.merged_model_dir(model) / "mftlaunch_merge.json").read_text())
         assert merged["step"] == int(model.rsplit("step", 1)[1])
+
+    # what it cost, as sacct says: the cancelled attempt and its resume both count, per model too
+    resources = assert_cost_matches_sacct(run_dir, ("train", "merge", "generate", "evaluate"))
+    assert resources["by_stage"]["generate"]["attempts"] == len(jobs["generate"]["items"]) + 1
+    assert set(resources["by_model"]) == {*MODELS, "(shared)"}
+    assert all(m["resources"]["cpu_hours"] > 0 for m in results["models"])
+    report = run_dir.report_file.read_text()
+    assert "<h2>Checkpoints</h2>" in report and "<h2>Training</h2>" in report
+    assert all(f"<th>{m}</th>" in report for m in MODELS)
