@@ -177,7 +177,8 @@ def test_only_lines(profile: Profile) -> list[str]:
                 lines.append(f"OK   sbatch --test-only {where}{_asks(profile, gpus)}: "
                              f"{slurm.sbatch(script, test_only=True)}")
             except slurm.SlurmError as exc:
-                lines.append(f"FAIL sbatch --test-only {where}{_asks(profile, gpus)}: {exc}: fix the profile's "
+                reason = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+                lines.append(f"FAIL sbatch --test-only {where}{_asks(profile, gpus)}: {reason}: fix the profile's "
                              "partition/account/qos/reservation/constraint (`sacctmgr show assoc user=$USER`, "
                              "`scontrol show reservation`, `sinfo -o '%N %f'` list what you may use)")
     return lines

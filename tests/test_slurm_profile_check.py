@@ -88,6 +88,7 @@ def test_gpu_partition_profile_passes_and_a_wrong_gres_fails(slurm, tmp_path, ca
     out = capsys.readouterr().out
     assert "FAIL gres: profile asks gpu:a100:4 per node, no node of partition 'gpu' has it" in out, out
     assert "FAIL sbatch --test-only partitions.gpu ('gpu') with gpu:a100:4" in out, out
+    assert all(line[:4] in ("OK  ", "WARN", "FAIL") for line in out.splitlines()), out  # one line per claim
 
 
 def test_flagship_plan_passes_test_only_and_is_submitted_held(slurm, tmp_path, capsys):
