@@ -135,3 +135,10 @@ def test_rows_are_the_tasks_some_model_was_asked_for(tmp_path, capsys):
     atomic_write_json(run.results_table("json"), results)
     assert main(["compare", str(run.root), "--format", "json"]) == 0
     assert list(json.loads(capsys.readouterr().out)["pass@1"]) == TASKS[:13] + ["mean (13 tasks)"]
+
+
+def test_a_row_where_every_model_ties_says_so(tmp_path, capsys):
+    run = make_sweep_run(tmp_path / "same", steps=(2, 22), tensorboard=False)  # 22 // 2 * 7 ≡ 2 // 2 * 7 (mod 10)
+    assert main(["compare", str(run.root), "--format", "csv"]) == 0
+    mbpp = next(r for r in csv.reader(io.StringIO(capsys.readouterr().out)) if r[0] == "mbpp")
+    assert mbpp == ["mbpp", "0.3000", "0.3000", "all tied", "+0.0000"]

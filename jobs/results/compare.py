@@ -113,7 +113,9 @@ class Comparison:
         for task in self.tasks:
             delta = self.delta(task)
             shown = "" if delta is None else f"{delta:+.4f}" if len(self.cols) == 2 else f"{delta:.4f}"
-            out.append([task, *[cell(c, task) for c in self.cols], ", ".join(best_labels(self.cols, task)), shown])
+            best = best_labels(self.cols, task)
+            named = "all tied" if len(self.cols) > 1 and len(best) == len(self.cols) else ", ".join(best)
+            out.append([task, *[cell(c, task) for c in self.cols], named, shown])
         return out
 
 
@@ -136,7 +138,7 @@ def compare(runs: list[RunResults], force: bool = False) -> Comparison:
 def render_markdown(c: Comparison) -> str:
     lines = ["| " + " | ".join(c.header()) + " |", "|" + "---|" * len(c.header())]
     for row in c.rows():
-        best = set(row[-2].split(", "))
+        best = set(best_labels(c.cols, row[0]))
         cells = [f"**{v}**" if label in best else v for label, v in zip([x.label for x in c.cols], row[1:-2])]
         lines.append("| " + " | ".join([row[0], *cells, row[-2], row[-1]]) + " |")
     return "\n".join(lines) + "\n"
