@@ -55,7 +55,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         fmt = pr.PromptFormat.from_stage(stage)
         model, tokenizer = pick_model(run_models.model_location(ctx.run_dir, recipe, entry), spec)
         devices = device_plan(stage.placement, dist.local_rank, visible_gpus())
-        print(f"mftlaunch: generate {name} rank {dist.rank}/{dist.world_size}: "
+        print(f"mftlaunch: generate rank {dist.rank}/{dist.world_size} ({name}): "
               + (f"model split over {devices.split_over} GPUs" if devices.is_split else f"model on {devices.device}"),
               flush=True)
         engine = make_engine(stage.backend, model, tokenizer, spec, fmt, devices=devices)
@@ -78,7 +78,7 @@ def run_stage(ctx: Any) -> dict[str, Any]:
         del engine
     if not dist.is_main:
         return {"pieces": done}
-    return {"pieces": done, "problems": sum(d["problems"] for d in done),
+    return {"pieces": done, "data_parallel_ranks": dist.world_size, "problems": sum(d["problems"] for d in done),
             "generated_tokens": sum(d["generated_tokens"] for d in done),
             "data_sha256": {d["benchmark"]: d["data_sha256"] for d in done}}
 

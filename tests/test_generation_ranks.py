@@ -154,8 +154,7 @@ def test_two_cpu_ranks_on_two_slurm_nodes_match_one_rank(slurm, tmp_path, data_d
         rows = wait_final(run)
         log = "".join(p.read_text(errors="replace") for p in run.logs_dir.glob("*.out"))
         assert rows[0]["state"] == "COMPLETED", log[-4000:]
-        key = run.generate_dir("humanevalsynthesize-python")
-        outputs[nodes] = (key / generations_name("humanevalsynthesize-python", "tiny")).read_bytes()
+        outputs[nodes] = run.piece_generations_file("tiny", "humanevalsynthesize-python", 0, 6).read_bytes()
         if nodes == 2:
             assert "generate rank 1/2" in log and re.search(r"rank 1/2: \d+/6 rows \[", log), log[-4000:]
             assert run.done_record("generate", 0)["data_parallel_ranks"] == 2
