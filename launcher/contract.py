@@ -103,6 +103,30 @@ def plan_job(plan: dict[str, Any], stage: str) -> dict[str, Any]:
     raise KeyError(f"stage '{stage}' is not in this run's plan")
 
 
+def submitted_elements(manifest: dict[str, Any], plan: dict[str, Any]) -> list[tuple[str, int, str]]:
+    """(stage, index, Slurm id) of every element each submission of the run sent, oldest first.
+
+    The manifest records each sbatch as {id, offset[, array]}: an array covers the chunk starting
+    at `offset`, and its task ids (the `_4` of "123_4") count from the chunk's start; a resume's
+    `array` lists the task ids it resubmitted. `status` keeps the latest id per element; the cost
+    accounting asks sacct about all of them."""
+    jobs = {job["stage"]: job for job in plan["jobs"]}
+    out: list[tuple[str, int, str]] = []
+    for attempt in manifest.get("attempts", []):
+        for stage, entries in attempt.get("jobs", {}).items():
+            job = jobs[stage]
+            for entry in entries:
+                offset = entry["offset"]
+                count = next(c for o, c in job["chunks"] if o == offset)
+                if entry.get("array"):
+                    local = [int(x) for x in entry["array"].split("%")[0].split(",")]
+                else:
+                    local = list(range(count))
+                for i in local:
+                    out.append((stage, offset + i, f"{entry['id']}_{i}" if job["is_array"] else str(entry["id"])))
+    return out
+
+
 def required_upstream(plan: dict[str, Any], stage: str, index: int) -> list[tuple[str, int, str]]:
     """(stage, index, key) of every element that element `index` of `stage` needs.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from launcher import failure_reason, logs, slurm
-from launcher.contract import required_upstream
+from launcher.contract import required_upstream, submitted_elements
 from launcher.rundir import RunDir, read_json
 from launcher.submit import is_running
 
@@ -42,21 +42,7 @@ class ElementStatus:
 
 def element_job_ids(manifest: dict[str, Any], plan: dict[str, Any]) -> dict[tuple[str, int], str]:
     """(stage, index) → the Slurm id of its latest submission ("123" or "123_4")."""
-    out: dict[tuple[str, int], str] = {}
-    jobs = {j["stage"]: j for j in plan["jobs"]}
-    for attempt in manifest.get("attempts", []):
-        for stage, entries in attempt.get("jobs", {}).items():
-            job = jobs[stage]
-            for entry in entries:
-                offset = entry["offset"]
-                count = next(c for o, c in job["chunks"] if o == offset)
-                if entry.get("array"):
-                    local = [int(x) for x in entry["array"].split("%")[0].split(",")]
-                else:
-                    local = list(range(count))
-                for i in local:
-                    out[(stage, offset + i)] = f"{entry['id']}_{i}" if job["is_array"] else entry["id"]
-    return out
+    return {(stage, index): slurm_id for stage, index, slurm_id in submitted_elements(manifest, plan)}
 
 
 def _elapsed(state: dict[str, Any]) -> str:

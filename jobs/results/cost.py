@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Optional
 
+from launcher.contract import submitted_elements
 from launcher.rundir import RunDir, read_json
 
 SACCT_FIELDS = "JobID,State,AllocTRES,ElapsedRaw"
@@ -193,20 +194,7 @@ def _blank_elements(plan: dict[str, Any]) -> dict[tuple[str, int], ElementCost]:
 
 def slurm_element_ids(manifest: dict[str, Any], plan: dict[str, Any]) -> dict[str, tuple[str, int]]:
     """Every Slurm id the run ever submitted ("123" or "123_4", resumes included) → (stage, index)."""
-    jobs = {j["stage"]: j for j in plan["jobs"]}
-    out: dict[str, tuple[str, int]] = {}
-    for attempt in manifest.get("attempts", []):
-        for stage, entries in attempt.get("jobs", {}).items():
-            job = jobs[stage]
-            for entry in entries:
-                offset = entry["offset"]
-                count = next(c for o, c in job["chunks"] if o == offset)
-                if job["is_array"]:
-                    for local in range(count):
-                        out[f"{entry['id']}_{local}"] = (stage, offset + local)
-                else:
-                    out[str(entry["id"])] = (stage, offset)
-    return out
+    return {slurm_id: (stage, index) for stage, index, slurm_id in submitted_elements(manifest, plan)}
 
 
 def _plan_devices(job: dict[str, Any]) -> tuple[int, int]:
