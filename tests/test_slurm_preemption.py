@@ -64,19 +64,14 @@ def preempt_after(run: RunDir, pattern: str, timeout: float = 300) -> str:
     pytest.fail(f"no {pattern!r} in {timeout}s:\n{_log(run)[-2000:]}")
 
 
-def release_when_requeued(job_id: str, run: RunDir, stage: str, timeout: float = 180) -> None:
-    """Slurm holds a requeued job for a while (BeginTime); start it again at once."""
+def release_when_requeued(slurm, job_id: str, run: RunDir, stage: str, timeout: float = 180) -> None:
+    """Once the element recorded its requeue, start it again without Slurm's BeginTime hold."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = run.read_state(stage, 0).get("state")
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
-        steps = subprocess.run(["squeue", "-h", "-s", "-j", job_id], capture_output=True, text=True).stdout.strip()
-        if state == "REQUEUED" and out == "PENDING" and not steps:
-            time.sleep(5)  # the old attempt's step cleanup must be over
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-            return
+    while run.read_state(stage, 0).get("state") != "REQUEUED":
+        if time.time() > deadline:
+            pytest.fail(f"job {job_id} was not requeued:\n{_log(run)[-3000:]}")
         time.sleep(0.5)
-    pytest.fail(f"job {job_id} was not requeued:\n{_log(run)[-3000:]}")
+    slurm.release_requeued(job_id, timeout=timeout)
 
 
 def test_sigterm_mid_training_saves_requeues_and_resumes_exactly(slurm, tmp_path, capsys):
@@ -85,7 +80,7 @@ def test_sigterm_mid_training_saves_requeues_and_resumes_exactly(slurm, tmp_path
     follower = subprocess.Popen([sys.executable, "-m", "launcher.cli", "logs", str(preempted.root), "-f"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     job_id = preempt_after(preempted, r"\[train\] step 2/")
-    release_when_requeued(job_id, preempted, "train")
+    release_when_requeued(slurm, job_id, preempted, "train")
     for run in (whole, preempted):
         rows = wait_final(run, timeout=600)
         assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], _log(run)[-3000:]
@@ -126,7 +121,7 @@ def test_real_preemption_by_an_urgent_job_resumes_exactly(slurm, tmp_path, capsy
                              "-o", str(tmp_path / "urgent_%j.out"), "--wrap", "sleep 3"],
                             capture_output=True, text=True, check=True).stdout.strip()
     try:
-        release_when_requeued(state["job_id"], preempted, "train")
+        release_when_requeued(slurm, state["job_id"], preempted, "train")
         rows = wait_final(preempted, timeout=600)
     finally:
         subprocess.run(["scancel", urgent], check=False)

@@ -55,26 +55,20 @@ def _signal_after_progress(run_dir: RunDir, timeout: float = 180) -> str:
     pytest.fail(f"no progress in {timeout}s:\n{_log(run_dir)[-2000:]}")
 
 
-def _release_when_requeued(job_id: str, run_dir: RunDir, timeout: float = 120) -> None:
-    """Slurm holds a requeued job for a while (BeginTime); start it again at once."""
+def _release_when_requeued(slurm, job_id: str, run_dir: RunDir, timeout: float = 120) -> None:
+    """Once the element recorded its requeue, start it again without Slurm's BeginTime hold."""
     deadline = time.time() + timeout
-    while time.time() < deadline:
-        state = read_json(run_dir.element_state("generate", 0)).get("state")
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
-        steps = subprocess.run(["squeue", "-h", "-s", "-j", job_id], capture_output=True, text=True).stdout.strip()
-        if state == "REQUEUED" and out == "PENDING" and not steps:
-            # the old attempt's step cleanup must be over, or the new start finds a revoked credential
-            time.sleep(5)
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], check=True)
-            return
+    while read_json(run_dir.element_state("generate", 0)).get("state") != "REQUEUED":
+        if time.time() > deadline:
+            pytest.fail(f"job {job_id} was not requeued:\n{_log(run_dir)[-2000:]}")
         time.sleep(0.5)
-    pytest.fail(f"job {job_id} was not requeued:\n{_log(run_dir)[-2000:]}")
+    slurm.release_requeued(job_id, timeout=timeout)
 
 
 def test_usr2_saves_requeues_and_resumes(slurm, tmp_path, data_dir, capsys):
     run_dir = submit(_recipe(tmp_path, data_dir, "requeue", max_restarts=2), capsys)
     job_id = _signal_after_progress(run_dir)
-    _release_when_requeued(job_id, run_dir)
+    _release_when_requeued(slurm, job_id, run_dir)
     rows = wait_final(run_dir)
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], rows
     assert rows[0]["restarts"] == 1

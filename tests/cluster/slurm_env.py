@@ -259,9 +259,27 @@ def sacct_fields(job_id: str, fields: Sequence[str]) -> List[Dict[str, str]]:
     return rows
 
 
-def release_requeued(job_id: str) -> None:
-    """Start a requeued job now instead of after Slurm's ~2 minute BeginTime hold."""
-    run(["scontrol", "update", "JobId=%s" % job_id, "StartTime=now"])
+def release_requeued(job_id: str, timeout: float = 120) -> None:
+    """Start a requeued job soon instead of after Slurm's ~2 minute BeginTime hold.
+
+    Waits until the old attempt is gone (the job PENDING with no steps left),
+    then sets the start a few seconds ahead rather than to ``now``: slurmd
+    refuses a batch launch whose credential is from the same second in which
+    the previous attempt's credential was revoked ("Job credential revoked",
+    the job then ends FAILED), which an immediate restart on the same node hits
+    under load."""
+    deadline = time.monotonic() + timeout
+    while True:
+        states = squeue_states(job_id)
+        pending = bool(states) and set(states.values()) == {"PENDING"}
+        steps = run(["squeue", "-h", "-s", "-j", str(job_id)], check=False).stdout.strip()
+        if pending and not steps:
+            break
+        if time.monotonic() >= deadline:
+            raise TimeoutError("job %s not pending without steps after %ss: %s"
+                               % (job_id, timeout, states))
+        time.sleep(0.5)
+    run(["scontrol", "update", "JobId=%s" % job_id, "StartTime=now+3"])
 
 
 __all__ = [
