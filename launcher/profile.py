@@ -76,6 +76,10 @@ class Profile(StrictModel):
     secret_env: list[str] = Field(default_factory=list, description="names passed from the submitting shell")
     container: Container = Field(default_factory=Container)
     signal_grace_s: int = Field(120, ge=10, description="USR2 this long before the time limit")
+    requeue: bool = Field(True, description=(
+        "sbatch --requeue: an element whose node failed, that was preempted or that saved at its time "
+        "limit is requeued and resumes from its save. False (--no-requeue): such an element ends "
+        "(NODE_FAIL / PREEMPTED / saved) and `mftlaunch resume` continues it"))
     master_addr: Literal["hostname", "ip"] = "hostname"
     net_ifname: Optional[str] = Field(None, description="interface for NCCL/gloo, or 'auto'")
     python: Optional[str] = Field(None, description="interpreter on the nodes; None: the submitting one")

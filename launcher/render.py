@@ -70,7 +70,7 @@ def sbatch_parameters(job: PlannedJob, profile: Profile, run_dir: RunDir, count:
     extra: dict[str, Any] = {
         "output": log_pattern(run_dir, job),
         "signal": f"B:USR2@{profile.signal_grace_s}",
-        "requeue": True,
+        ("requeue" if profile.requeue else "no_requeue"): True,
     }
     if profile.reservation:
         extra["reservation"] = profile.reservation
@@ -118,8 +118,31 @@ def _task_command(job: PlannedJob, profile: Profile, entry: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in srun + entry)
 
 
-def _body(job: PlannedJob, task_command: str, offset: int) -> str:
-    cap = job.resources.max_restarts
+def _requeue_lines(cap: int, requeue: bool) -> list[str]:
+    """What the script does when the ranks saved and exited 75: requeue itself up to the cap, or,
+    with the profile's `requeue: false` (where Slurm refuses `scontrol requeue`), end as saved."""
+    if not requeue:
+        return [
+            f"if [ \"$rc\" -eq {REQUEUE_EXIT_CODE} ]; then",
+            "  echo \"mftlaunch: state saved; the profile says requeue: false, so 'mftlaunch resume' continues it\" >&2",
+            "fi",
+        ]
+    return [
+        f"if [ \"$rc\" -eq {REQUEUE_EXIT_CODE} ]; then",
+        f"  if [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {cap} ]; then",
+        "    echo \"mftlaunch: state saved, requeueing job $SLURM_JOB_ID (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"
+        f" of {cap})\"",
+        "    scontrol requeue \"$SLURM_JOB_ID\" && exit 0",
+        "    echo \"mftlaunch: scontrol requeue refused; Slurm is ending or requeueing this job itself\" >&2",
+        f"    exit {REQUEUE_EXIT_CODE}",
+        "  fi",
+        f"  echo \"mftlaunch: restart cap ({cap}) reached; not requeueing\" >&2",
+        "  exit 1",
+        "fi",
+    ]
+
+
+def _body(job: PlannedJob, task_command: str, offset: int, requeue: bool) -> str:
     return "\n".join(
         [
             f"index=$(( ${{SLURM_ARRAY_TASK_ID:-0}} + {offset} ))",
@@ -130,17 +153,7 @@ def _body(job: PlannedJob, task_command: str, offset: int) -> str:
             task_command + " &",
             "step=$!",
             "while :; do wait \"$step\"; rc=$?; kill -0 \"$step\" 2>/dev/null || break; done",
-            f"if [ \"$rc\" -eq {REQUEUE_EXIT_CODE} ]; then",
-            f"  if [ \"${{SLURM_RESTART_COUNT:-0}}\" -lt {cap} ]; then",
-            "    echo \"mftlaunch: state saved, requeueing job $SLURM_JOB_ID (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 ))"
-            f" of {cap})\"",
-            "    scontrol requeue \"$SLURM_JOB_ID\" && exit 0",
-            "    echo \"mftlaunch: scontrol requeue refused; Slurm is ending or requeueing this job itself\" >&2",
-            f"    exit {REQUEUE_EXIT_CODE}",
-            "  fi",
-            f"  echo \"mftlaunch: restart cap ({cap}) reached; not requeueing\" >&2",
-            "  exit 1",
-            "fi",
+            *_requeue_lines(job.resources.max_restarts, requeue),
             "exit \"$rc\"",
         ]
     )
@@ -155,7 +168,7 @@ def render_script(job: PlannedJob, recipe: Recipe, profile: Profile, run_dir: Ru
 def _render(job: PlannedJob, *, recipe_env: dict[str, str], profile: Profile, run_dir: RunDir, command: str,
             offset: int, count: int) -> str:
     params = sbatch_parameters(job, profile, run_dir, count)
-    return sbatch_text(_body(job, command, offset), run_dir.logs_dir, _exports(recipe_env, profile, run_dir), **params)
+    return sbatch_text(_body(job, command, offset, profile.requeue), run_dir.logs_dir, _exports(recipe_env, profile, run_dir), **params)
 
 
 def check_job(profile: Profile, *, name: str, partition: Optional[str], nodes: int, gpus_per_node: int,

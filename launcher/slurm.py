@@ -95,7 +95,8 @@ def sacct(job_ids: Iterable[str], start: str) -> list[JobRow]:
         parts = line.split("|")
         if len(parts) >= 4:
             for job_id in expand_array_ids(parts[0]):
-                rows.append(JobRow(job_id, parts[1].split()[0], parts[2], parts[3],
+                node = "" if parts[2] == "None assigned" else parts[2]  # never started
+                rows.append(JobRow(job_id, parts[1].split()[0], node, parts[3],
                                    exit_code=parts[4] if len(parts) > 4 else ""))
     return rows
 

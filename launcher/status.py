@@ -116,11 +116,15 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                 elif ids and queue_known:
                     state, note = "ENDED", ("left the queue without a completion sentinel"
                                             + ("" if accounting else " (no accounting to say why)"))
-            if row is None and not done and state == "UNKNOWN" and ids and queue_known:
-                blocked = _incomplete_upstream(run_dir, plan, job["stage"], index)
-                if blocked:
-                    state, note = "ENDED", f"never ran: {blocked} did not complete"
-            if not done and state not in ACTIVE_STATES:
+            never_ran = ""
+            if not done and (state == "CANCELLED" and row and not row.node
+                             or row is None and state == "UNKNOWN" and ids and queue_known):
+                # Slurm cancels an element whose dependency can never be met (kill-on-invalid-dep)
+                never_ran = _incomplete_upstream(run_dir, plan, job["stage"], index)
+                if never_ran:
+                    state = "ENDED" if state == "UNKNOWN" else state
+                    note = f"never ran: {never_ran} did not complete"
+            if not done and state not in ACTIVE_STATES and not never_ran:
                 if latest_logs is None:
                     latest_logs = logs.latest_logs(run_dir)
                 reason = failure_reason.explain(state, row.exit_code if row else "", local,

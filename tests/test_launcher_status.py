@@ -77,6 +77,21 @@ def test_completed_without_sentinel_is_flagged(fake, tmp_path):
     assert "no completion sentinel" in rows[("generate", 0)].note
 
 
+def test_lost_element_and_the_evaluation_slurm_cancelled_for_it(fake, tmp_path):
+    run_dir = submit(tmp_path, eval_recipe(tmp_path))
+    run_dir.mark_done("generate", 0, {"problems": 164})
+    run_dir.mark_done("evaluate", 0, {"problems": 164})
+    fake.set("sacct.out", "1000_0|COMPLETED|n1|00:01:00|0:0\n1000_1|NODE_FAIL|n2|00:00:12|0:0\n"
+                          "1001_0|COMPLETED|n1|00:00:10|0:0\n1001_1|CANCELLED by 0|None assigned|00:00:00|0:0\n"
+                          "1002|FAILED|n1|00:00:03|1:0\n")
+    rows, _ = rows_by_element(run_dir)
+    lost, never = rows[("generate", 1)], rows[("evaluate", 1)]
+    assert (lost.state, lost.node) == ("NODE_FAIL", "n2") and lost.note.startswith("NODE_FAIL: a node of the job failed")
+    # kill-on-invalid-dep cancelled it before it started: it says which element it waited for
+    assert (never.state, never.node, never.note) == ("CANCELLED", "", "never ran: generate[1] did not complete")
+    assert rows[("collect", 0)].note.startswith("exit 1")
+
+
 def test_accounting_disabled_falls_back_to_sentinels(fake, tmp_path):
     run_dir = submit(tmp_path, eval_recipe(tmp_path))
     fake.set("squeue.rc", "1")

@@ -243,6 +243,19 @@ sbatch_extra: {mail-type: FAIL, hold: false, comment: "mft run", nice: 10, test-
         assert d["constraint"] == ["'a100&ib'"]  # quoted: & is special to the shell
 
 
+def test_requeue_false_renders_no_requeue_and_ends_saved_elements(tmp_path):
+    """`requeue: false`: Slurm refuses `scontrol requeue` for such a job, so the script must not try."""
+    profile = _profile_file(tmp_path, "name: site\ngpus_per_node: 8\nrequeue: false\n")
+    scripts = render(tmp_path, "recipes/qwen_competition_eval.yaml", profile, [])
+    for name, text in scripts.items():
+        d = directives(text)
+        assert d["no-requeue"] == [""] and "requeue" not in d, name
+        assert 'scontrol requeue "$SLURM_JOB_ID"' not in text and "'mftlaunch resume' continues it" in text, name
+        assert text.rstrip().endswith('exit "$rc"'), name  # a saved element ends with exit 75
+    default = render(tmp_path / "default", "recipes/qwen_competition_eval.yaml", "slurm-generic", [])
+    assert all("requeue" in directives(t) and 'scontrol requeue "$SLURM_JOB_ID"' in t for t in default.values())
+
+
 def test_chunked_arrays_render_offsets(tmp_path):
     """More elements than MaxArraySize: one script per chunk, each indexing from its offset."""
     profile = _profile_file(tmp_path, """\

@@ -44,8 +44,8 @@ def eval_recipe(tmp: Path, data_dir: Path, benchmarks: list[str], name: str) -> 
     return path
 
 
-def submit(recipe: Path, capsys) -> RunDir:
-    code = main(["submit", str(recipe), "--profile", "test-cluster"])
+def submit(recipe: Path, capsys, profile: str = "test-cluster") -> RunDir:
+    code = main(["submit", str(recipe), "--profile", profile])
     out = capsys.readouterr().out
     assert code == 0, out
     return RunDir(next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run directory: ")))

@@ -25,6 +25,8 @@ SLURM_CONF = os.path.join(CLUSTER_DIR, "etc", "slurm.conf")
 CLUSTER_SCRIPT = os.path.join(HERE, "cluster.sh")
 
 NODES = ("mft-n1", "mft-n2")
+#: mft-n2's slurmd (and so everything it starts) lives in this network namespace (cluster.sh).
+N2_NETNS = "mft-test-n2"
 NODE_ADDRS = {"mft-n1": "10.213.0.1", "mft-n2": "10.213.0.2"}
 PARTITIONS = ("main", "cpu")
 DEFAULT_PARTITION = "main"
@@ -282,10 +284,30 @@ def release_requeued(job_id: str, timeout: float = 120) -> None:
     run(["scontrol", "update", "JobId=%s" % job_id, "StartTime=now+3"])
 
 
+def lose_node_n2(reason: str = "lost in a test") -> List[str]:
+    """Lose mft-n2 as a node crash does: kill -9 its slurmd, its slurmstepds and every job process
+    on it at once (all of them live in its network namespace), then mark it DOWN, which is what
+    slurmctld does by itself after SlurmdTimeout (120 s on the test cluster). Returns the ids of
+    the jobs that were running on it. ``restore_nodes`` brings it back."""
+    lost = run(["squeue", "-h", "-w", "mft-n2", "-t", "RUNNING,COMPLETING", "-o", "%i"]).stdout.split()
+    pids = run(["ip", "netns", "pids", N2_NETNS]).stdout.split()
+    if pids:
+        run(["kill", "-9", *pids], check=False)
+    run(["scontrol", "update", "NodeName=mft-n2", "State=DOWN", "Reason=%s" % reason])
+    return lost
+
+
+def restore_nodes(timeout: float = 300) -> None:
+    """Start what is missing (e.g. a lost node's slurmd) and wait until both nodes are idle again;
+    ReturnToService=2 returns a DOWN node as soon as its slurmd registers."""
+    run(["bash", CLUSTER_SCRIPT, "up"], timeout=timeout)
+
+
 __all__ = [
     "CLUSTER_DIR",
     "CLUSTER_SCRIPT",
     "DEFAULT_PARTITION",
+    "N2_NETNS",
     "NODES",
     "NODE_ADDRS",
     "PARTITIONS",
@@ -294,6 +316,8 @@ __all__ = [
     "cluster_env",
     "cluster_is_up",
     "job_states",
+    "lose_node_n2",
+    "restore_nodes",
     "sacct_states",
     "squeue_states",
     "release_requeued",
