@@ -3,6 +3,7 @@ else the copy installed with the package)."""
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,11 @@ def slurm(monkeypatch: pytest.MonkeyPatch):
     for key in [k for k in os.environ if k.startswith(("SLURM_", "SBATCH_", "SRUN_")) and k != "SLURM_CONF"]:
         monkeypatch.delenv(key)
     return slurm_env
+
+
+@pytest.fixture
+def usr2_handler():
+    """Give the test's SIGUSR2 handler back: tests that stop a stage install their own."""
+    previous = signal.getsignal(signal.SIGUSR2)
+    yield
+    signal.signal(signal.SIGUSR2, previous)

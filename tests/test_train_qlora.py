@@ -5,8 +5,6 @@ directory whose logits equal the dequantised base + adapter."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 from pathlib import Path
 
 import pytest
@@ -14,14 +12,13 @@ import torch
 from safetensors.torch import load_file
 
 from jobs import merge, train
-from jobs.context import RequeueRequested
 from jobs.tiny_model import resolve_model_path
 from jobs.training import checkpoint
 from jobs.training import model as model_mod
 from launcher.recipe import ModelSpec, Recipe, TrainStage
 from launcher.rundir import RunDir
 from test_merge import merge_context, with_merge
-from test_train_resume import context, tb_scalars, tiny_recipe
+from test_train_resume import context, stop_by_usr2_after_step, tb_scalars, tiny_recipe
 
 
 #: Logits of the merged fp32 model against the dequantised base + unmerged adapter: the same
@@ -149,33 +146,12 @@ def test_qlora_trains_20_steps_and_merges(tmp_path: Path) -> None:
         assert (remerged(ids).logits - on_original(ids).logits).abs().max().item() <= MERGE_ATOL
 
 
-@pytest.fixture
-def usr2_handler():
-    previous = signal.getsignal(signal.SIGUSR2)
-    yield
-    signal.signal(signal.SIGUSR2, previous)
-
-
 def test_qlora_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
     recipe = qlora_recipe()
     whole = train.run_stage(context(tmp_path / "whole", recipe))
     assert whole["steps"] == 10
 
-    ctx = context(tmp_path / "split", recipe)
-    ctx.stop.install()
-    votes = {"count": 0}
-    should_stop = ctx.should_stop
-
-    def usr2_after_step_5() -> bool:  # the trainer asks once per optimizer step
-        votes["count"] += 1
-        if votes["count"] == 5:
-            os.kill(os.getpid(), signal.SIGUSR2)
-        return should_stop()
-
-    ctx.should_stop = usr2_after_step_5
-    with pytest.raises(RequeueRequested):
-        train.run_stage(ctx)
-    run = RunDir(tmp_path / "split")
+    run = stop_by_usr2_after_step(tmp_path / "split", recipe, 5)
     assert checkpoint.saved_steps(run.checkpoints_dir)[-1] == 5
     resumed = train.run_stage(context(tmp_path / "split", recipe, restart=1))
 

@@ -56,11 +56,24 @@ def tb_scalars(directory: Path, tag: str) -> dict[int, float]:
     return {event.step: event.value for event in acc.Scalars(tag)}
 
 
-@pytest.fixture
-def usr2_handler():
-    previous = signal.getsignal(signal.SIGUSR2)
-    yield
-    signal.signal(signal.SIGUSR2, previous)
+def stop_by_usr2_after_step(root: Path, recipe: Recipe, step: int) -> RunDir:
+    """Train in `root` and send this process USR2 at the trainer's `step`-th stop check (once per
+    optimizer step), as Slurm does before a time limit; returns the run directory it saved in."""
+    ctx = context(root, recipe)
+    ctx.stop.install()
+    votes = {"count": 0}
+    should_stop = ctx.should_stop
+
+    def usr2_after_step() -> bool:
+        votes["count"] += 1
+        if votes["count"] == step:
+            os.kill(os.getpid(), signal.SIGUSR2)
+        return should_stop()
+
+    ctx.should_stop = usr2_after_step
+    with pytest.raises(RequeueRequested):
+        train.run_stage(ctx)
+    return RunDir(root)
 
 
 def test_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
@@ -68,21 +81,7 @@ def test_resume_after_usr2_is_exact(tmp_path: Path, usr2_handler) -> None:
     whole = train.run_stage(context(tmp_path / "whole", recipe))
     assert whole["steps"] == 10
 
-    ctx = context(tmp_path / "split", recipe)
-    ctx.stop.install()
-    votes = {"count": 0}
-    should_stop = ctx.should_stop
-
-    def usr2_after_step_5() -> bool:  # the trainer asks once per optimizer step
-        votes["count"] += 1
-        if votes["count"] == 5:
-            os.kill(os.getpid(), signal.SIGUSR2)
-        return should_stop()
-
-    ctx.should_stop = usr2_after_step_5
-    with pytest.raises(RequeueRequested):
-        train.run_stage(ctx)
-    run_dir = RunDir(tmp_path / "split")
+    run_dir = stop_by_usr2_after_step(tmp_path / "split", recipe, 5)
     assert checkpoint.saved_steps(run_dir.checkpoints_dir) == [3, 4, 5]
     resumed = train.run_stage(context(tmp_path / "split", recipe, restart=1))
 
