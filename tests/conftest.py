@@ -55,3 +55,13 @@ def usr2_handler():
     previous = signal.getsignal(signal.SIGUSR2)
     yield
     signal.signal(signal.SIGUSR2, previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built-in tiny model, built once per session into a cache of its own."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MFTLAUNCH_CACHE", str(tmp_path_factory.mktemp("cache")))
+        from jobs.tiny_model import resolve_model_path
+
+        return resolve_model_path("builtin:tiny-llama")

@@ -48,17 +48,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MFTLAUNCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        from jobs.tiny_model import resolve_model_path
-
-        return resolve_model_path("builtin:tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir) -> HFEngine:
-    return HFEngine.load(model_dir, dtype="bf16", device="cpu", eos_strings=["<|im_end|>"])
+def engine(tiny_model_dir) -> HFEngine:
+    return HFEngine.load(tiny_model_dir, dtype="bf16", device="cpu", eos_strings=["<|im_end|>"])
 
 
 @pytest.fixture(scope="module")
@@ -190,15 +181,15 @@ def test_token_budget_rule():
 # the stage
 
 
-def _standalone(model_dir, data_dir, out, **kw):
+def _standalone(tiny_model_dir, data_dir, out, **kw):
     kw.setdefault("max_new_tokens", 16)
     kw.setdefault("batch_size", 3)
-    return gen.generate_standalone(str(model_dir), kw.pop("benchmarks", "humaneval"), out, data_dir=str(data_dir),
+    return gen.generate_standalone(str(tiny_model_dir), kw.pop("benchmarks", "humaneval"), out, data_dir=str(data_dir),
                                    model_name="tiny", dtype="fp32", device="cpu", **kw)
 
 
-def test_output_files_names_and_shape(model_dir, data_dir, tmp_path):
-    counts = _standalone(model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=5, n_samples=2, greedy=False,
+def test_output_files_names_and_shape(tiny_model_dir, data_dir, tmp_path):
+    counts = _standalone(tiny_model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=5, n_samples=2, greedy=False,
                          temperature=0.8)
     assert counts["mbpp"]["problems"] == 5 and counts["mbpp"]["samples"] == 10
     assert counts["mbpp"]["data_pinned_sha256"] == pinned_sha256_of("mbpp") and counts["mbpp"]["data_matches_pin"] is False
@@ -217,11 +208,11 @@ def test_output_files_names_and_shape(model_dir, data_dir, tmp_path):
     assert len(first["completions"]) == len(first["new_tokens"]) == len(first["finish"]) == 2
 
 
-def test_eos_strings_stop_generation_and_are_cut_again(model_dir, data_dir, tmp_path):
-    _standalone(model_dir, data_dir, tmp_path / "free", limit=3, max_new_tokens=40)
+def test_eos_strings_stop_generation_and_are_cut_again(tiny_model_dir, data_dir, tmp_path):
+    _standalone(tiny_model_dir, data_dir, tmp_path / "free", limit=3, max_new_tokens=40)
     free = read_json(tmp_path / "free" / "generations_humaneval_tiny.raw.json")["problems"][0]["completions"][0]
     marker = next(free[i:i + 4] for i in range(10, len(free) - 4) if "\n" not in free[i:i + 4] and free[i:i + 4].strip())
-    _standalone(model_dir, data_dir, tmp_path / "cut", limit=3, max_new_tokens=40, prompt_format="custom",
+    _standalone(tiny_model_dir, data_dir, tmp_path / "cut", limit=3, max_new_tokens=40, prompt_format="custom",
                 suffix="", eos=[marker])
     raw = read_json(tmp_path / "cut" / "generations_humaneval_tiny.raw.json")["problems"][0]
     programs = read_json(tmp_path / "cut" / "generations_humaneval_tiny.json")
@@ -230,12 +221,12 @@ def test_eos_strings_stop_generation_and_are_cut_again(model_dir, data_dir, tmp_
     assert marker not in programs[0][0][len(raw["prompt"]) - 1:]
 
 
-def test_prompt_too_long_is_reported_not_crashed(model_dir, data_dir, tmp_path):
-    _standalone(model_dir, data_dir, tmp_path / "probe", benchmarks=["mbpp"], limit=4, max_new_tokens=1)
+def test_prompt_too_long_is_reported_not_crashed(tiny_model_dir, data_dir, tmp_path):
+    _standalone(tiny_model_dir, data_dir, tmp_path / "probe", benchmarks=["mbpp"], limit=4, max_new_tokens=1)
     sizes = sorted(p["prompt_tokens"] for p in read_json(tmp_path / "probe" / "generations_mbpp_tiny.raw.json")["problems"])
     limit = sizes[1] + 2  # two prompts fit (with room for 1-2 tokens), two do not
     assert sizes[2] >= limit
-    counts = _standalone(model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=4, max_new_tokens=None,
+    counts = _standalone(tiny_model_dir, data_dir, tmp_path, benchmarks=["mbpp"], limit=4, max_new_tokens=None,
                          max_length=limit)
     raw = read_json(tmp_path / "generations_mbpp_tiny.raw.json")["problems"]
     long_rows = [p for p in raw if p["prompt_tokens"] >= limit]
@@ -312,22 +303,22 @@ def _piece(start, stop, benchmark="humaneval", n=7):
     return {"model": "tiny", "benchmark": benchmark, "start": start, "stop": stop, "num_problems": n}
 
 
-def _ctx(tmp_path, data_dir, model_dir, item, limit=7) -> StageContext:
+def _ctx(tmp_path, data_dir, tiny_model_dir, item, limit=7) -> StageContext:
     recipe = Recipe.model_validate({
         "name": "t", "limit": limit,
-        "model": {"path": str(model_dir), "model_name": "tiny", "dtype": "fp32"},
+        "model": {"path": str(tiny_model_dir), "model_name": "tiny", "dtype": "fp32"},
         "stages": {"generate": {"benchmarks": ["humaneval", "mbpp"], "max_new_tokens": 10, "batch_size": 4}},
     })
     dist = DistEnv(rank=0, local_rank=0, world_size=1, local_world_size=1, node_rank=0, master_addr="127.0.0.1",
                    master_port=29999, job_id="1")
     plan = {"data_dir": str(data_dir), "model_name": "tiny",
-            "models": [{"name": "tiny", "path": str(model_dir), "selector": None, "step": None, "merge_index": None,
+            "models": [{"name": "tiny", "path": str(tiny_model_dir), "selector": None, "step": None, "merge_index": None,
                         "merged_subdir": None, "prompt": {}}]}
     return StageContext(run_dir=RunDir(tmp_path / "run"), recipe=recipe, plan=plan, stage="generate", index=0,
                         item=item, dist=dist)
 
 
-def test_pieces_cover_every_problem_once_and_match_an_unsharded_run(model_dir, data_dir, tmp_path):
+def test_pieces_cover_every_problem_once_and_match_an_unsharded_run(tiny_model_dir, data_dir, tmp_path):
     cuts = [(0, 3), (3, 5), (5, 7)]
     seen: list[int] = []
     programs: list = []
@@ -335,7 +326,7 @@ def test_pieces_cover_every_problem_once_and_match_an_unsharded_run(model_dir, d
     items = [{"key": "a", "pieces": [_piece(0, 3)]}, {"key": "b", "pieces": [_piece(3, 5)]},
              {"key": "c", "pieces": [_piece(5, 7), _piece(0, 2, "mbpp")]}]
     for item in items:
-        ctx = _ctx(tmp_path, data_dir, model_dir, item)
+        ctx = _ctx(tmp_path, data_dir, tiny_model_dir, item)
         counts = gen.run_stage(ctx)
         assert [(p["start"], p["stop"]) for p in counts["pieces"]] == [(p["start"], p["stop"]) for p in item["pieces"]]
         # synthetic data: recorded as such beside the pinned sum, per piece and per benchmark
@@ -349,20 +340,20 @@ def test_pieces_cover_every_problem_once_and_match_an_unsharded_run(model_dir, d
         programs.extend(read_json(out / "generations_humaneval_tiny.json"))
     assert seen == list(range(7))  # contiguous slices, in order, each problem once
     assert len(read_json(ctx.run_dir.piece_generations_file("tiny", "mbpp", 0, 2))) == 2
-    whole = _ctx(tmp_path / "whole", data_dir, model_dir, {"key": "humaneval", "pieces": [_piece(0, 7)]})
+    whole = _ctx(tmp_path / "whole", data_dir, tiny_model_dir, {"key": "humaneval", "pieces": [_piece(0, 7)]})
     gen.run_stage(whole)
     assert programs == read_json(whole.run_dir.piece_generations_file("tiny", "humaneval", 0, 7))
 
 
-def test_a_piece_that_does_not_fit_the_data_is_refused(model_dir, data_dir, tmp_path):
-    ctx = _ctx(tmp_path, data_dir, model_dir, {"key": "x", "pieces": [_piece(0, 9, n=9)]})
+def test_a_piece_that_does_not_fit_the_data_is_refused(tiny_model_dir, data_dir, tmp_path):
+    ctx = _ctx(tmp_path, data_dir, tiny_model_dir, {"key": "x", "pieces": [_piece(0, 9, n=9)]})
     with pytest.raises(ValueError, match="does not fit humaneval's 7 problems"):
         gen.run_stage(ctx)
 
 
-def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
+def test_stage_requeues_on_stop_signal(tiny_model_dir, data_dir, tmp_path):
     item = {"key": "humaneval", "pieces": [_piece(0, 7)]}
-    ctx = _ctx(tmp_path, data_dir, model_dir, item)
+    ctx = _ctx(tmp_path, data_dir, tiny_model_dir, item)
     ctx.stop.requested = True
     with pytest.raises(RequeueRequested):
         gen.run_stage(ctx)
@@ -372,7 +363,7 @@ def test_stage_requeues_on_stop_signal(model_dir, data_dir, tmp_path):
     assert gen.run_stage(ctx)["problems"] == 7
 
 
-def test_model_location_prefers_override_then_merged(model_dir, tmp_path):
+def test_model_location_prefers_override_then_merged(tiny_model_dir, tmp_path):
     from jobs.run_models import model_location, model_spec
 
     recipe = Recipe.model_validate({
@@ -383,16 +374,16 @@ def test_model_location_prefers_override_then_merged(model_dir, tmp_path):
     entry = {"name": "tiny", "path": None, "merged_subdir": None}
     model, tok = pick_model(model_location(run, recipe, entry), model_spec(recipe, entry))
     assert model.name.startswith("tiny-llama-") and tok == model
-    assert model_location(run, recipe, {**entry, "path": str(model_dir)}) == str(model_dir)
+    assert model_location(run, recipe, {**entry, "path": str(tiny_model_dir)}) == str(tiny_model_dir)
     assert model_location(run, recipe, {**entry, "merged_subdir": "tiny-step2"}) == str(run.merged_dir / "tiny-step2")
 
 
-def test_vllm_backend_explains_when_missing(model_dir):
+def test_vllm_backend_explains_when_missing(tiny_model_dir):
     try:
         import vllm  # noqa: F401
     except ImportError:
         with pytest.raises(RuntimeError, match="vllm"):
-            VLLMEngine(model_dir, None, "fp32", [])
+            VLLMEngine(tiny_model_dir, None, "fp32", [])
     else:  # pragma: no cover
         pytest.skip("vllm is installed")
 

@@ -23,6 +23,7 @@ from jobs.generation.ranks import rank_share  # noqa: E402
 from jobs.generation.rows import Row  # noqa: E402
 from jobs.generation.settings import DecodeSettings  # noqa: E402
 from launcher.rundir import generations_name, read_json  # noqa: E402
+from test_generate import CountingEngine  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 NAME = generations_name("humaneval", "tiny")
@@ -30,29 +31,8 @@ PROBLEMS = [{"task_id": f"Python/{i}", "prompt": f"def f{i}(x):\n" + "    # step
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("MFTLAUNCH_CACHE", str(tmp_path_factory.mktemp("cache")))
-        from jobs.tiny_model import resolve_model_path
-
-        return resolve_model_path("builtin:tiny-llama")
-
-
-@pytest.fixture(scope="module")
-def engine(model_dir) -> HFEngine:
-    return HFEngine.load(model_dir, device="cpu")
-
-
-class CountingEngine:
-    def __init__(self, inner):
-        self.inner, self.seen = inner, []
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def generate(self, rows, stop, settings):
-        self.seen.extend(r.key for r in rows)
-        return self.inner.generate(rows, stop, settings)
+def engine(tiny_model_dir) -> HFEngine:
+    return HFEngine.load(tiny_model_dir, device="cpu")
 
 
 def _args(settings: DecodeSettings) -> dict:
@@ -104,10 +84,10 @@ generate_benchmark(engine, out_dir=Path({out!r}), rank=1, world_size=2, **args)
 """
 
 
-def test_a_killed_rank_resumes_from_its_partial_file(engine, model_dir, tmp_path):
+def test_a_killed_rank_resumes_from_its_partial_file(engine, tiny_model_dir, tmp_path):
     settings = DecodeSettings(max_new_tokens=8, batch_size=1)
     out = tmp_path / "two"
-    code = KILL_AFTER_FIRST_BATCH.format(tests=str(ROOT / "tests"), model=str(model_dir), out=str(out))
+    code = KILL_AFTER_FIRST_BATCH.format(tests=str(ROOT / "tests"), model=str(tiny_model_dir), out=str(out))
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == -9, proc.stderr[-2000:]
