@@ -65,3 +65,15 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         from jobs.tiny_model import resolve_model_path
 
         return resolve_model_path("builtin:tiny-llama")
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Fake Slurm commands on PATH (tests/launcher_fakes.py), run from a scratch directory with
+    no profile chosen by the environment."""
+    from launcher_fakes import FakeSlurm
+
+    monkeypatch.delenv("MFTLAUNCH_PROFILES", raising=False)
+    monkeypatch.delenv("MFTLAUNCH_PROFILE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return FakeSlurm(tmp_path / "slurm").install(monkeypatch)

@@ -3,20 +3,11 @@ environment every Slurm command gets, and the squeue/sacct/scancel wrappers' arg
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
 from launcher import slurm
 from launcher.inherited_env import kept_sbatch_defaults
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fakes live beside the tests
-from launcher_fakes import FakeSlurm  # noqa: E402
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    return FakeSlurm(tmp_path / "slurm").install(monkeypatch)
 
 
 @pytest.fixture

@@ -8,20 +8,11 @@ import secrets
 import sys
 from pathlib import Path
 
-import pytest
 
 from launcher.cli import main
 from launcher.rundir import RunDir, read_json
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the fakes live beside the tests
-from launcher_fakes import FakeSlurm, eval_recipe, full_recipe, option  # noqa: E402
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.delenv("MFTLAUNCH_PROFILES", raising=False)
-    monkeypatch.delenv("MFTLAUNCH_PROFILE", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return FakeSlurm(tmp_path / "slurm").install(monkeypatch)
+from launcher_fakes import eval_recipe, full_recipe, option  # noqa: E402
 
 
 def only_run(tmp_path: Path) -> RunDir:

@@ -13,19 +13,12 @@ import pytest
 
 from launcher import cli, logs, status, waiting
 from launcher.cli import main
-from launcher.rundir import RunDir, atomic_write_json
+from launcher.rundir import RunDir
 from launcher.status import ElementStatus
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from launcher_fakes import FakeSlurm, eval_recipe  # noqa: E402
+from launcher_fakes import eval_recipe  # noqa: E402
 from test_launcher_status import mark_all_done, submit  # noqa: E402
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.delenv("MFTLAUNCH_PROFILES", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return FakeSlurm(tmp_path / "slurm").install(monkeypatch)
 
 
 def row(state: str, done: bool = False, note: str = "", index: int = 0) -> ElementStatus:

@@ -13,15 +13,8 @@ from launcher.cli import main
 from launcher.rundir import atomic_write_json, read_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from launcher_fakes import FakeSlurm, eval_recipe  # noqa: E402
+from launcher_fakes import eval_recipe  # noqa: E402
 from test_launcher_status import mark_all_done, submit  # noqa: E402
-
-
-@pytest.fixture
-def fake(tmp_path, monkeypatch):
-    monkeypatch.delenv("MFTLAUNCH_PROFILES", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return FakeSlurm(tmp_path / "slurm").install(monkeypatch)
 
 
 @pytest.fixture
