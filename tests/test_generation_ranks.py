@@ -114,7 +114,7 @@ def test_rank_zero_requeues_while_it_waits_for_a_missing_rank(engine, tmp_path):
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_two_cpu_ranks_on_two_slurm_nodes_match_one_rank(slurm, tmp_path, data_dir, capsys):
-    from test_slurm_pipeline import submit, wait_final
+    from test_slurm_pipeline import run_log, submit, wait_final
 
     outputs = {}
     for nodes in (2, 1):
@@ -132,7 +132,7 @@ def test_two_cpu_ranks_on_two_slurm_nodes_match_one_rank(slurm, tmp_path, data_d
         path.write_text(yaml.safe_dump(recipe))
         run = submit(path, capsys)
         rows = wait_final(run)
-        log = "".join(p.read_text(errors="replace") for p in run.logs_dir.glob("*.out"))
+        log = run_log(run)
         assert rows[0]["state"] == "COMPLETED", log[-4000:]
         outputs[nodes] = run.piece_generations_file("tiny", "humanevalsynthesize-python", 0, 6).read_bytes()
         if nodes == 2:

@@ -11,7 +11,7 @@ import pytest
 
 from launcher.cli import main
 from launcher.rundir import RunDir
-from test_slurm_pipeline import wait_final
+from test_slurm_pipeline import run_log, wait_final
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -25,7 +25,7 @@ def test_flagship_cpu_recipe_end_to_end(slurm, tmp_path, data_dir, capsys):
     assert code == 0, out
     run_dir = RunDir(next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run directory: ")))
     rows = wait_final(run_dir, timeout=1200)
-    log = "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
+    log = run_log(run_dir)
     assert all(r["state"] == "COMPLETED" and r["done"] for r in rows), (rows, log[-4000:])
     assert [r["stage"] for r in rows].count("generate") == 3  # humaneval + mbpp in 2 shards
 

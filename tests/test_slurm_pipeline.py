@@ -51,6 +51,11 @@ def submit(recipe: Path, capsys, profile: str = "test-cluster") -> RunDir:
     return RunDir(next(line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("run directory: ")))
 
 
+def run_log(run_dir: RunDir) -> str:
+    """Every job log of the run, one after the other (each holds all attempts of its element)."""
+    return "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
+
+
 def wait_final(run_dir: RunDir, timeout: float = 600) -> list[dict]:
     """Poll `status --json` until every element is in a final state."""
     final = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}

@@ -18,7 +18,7 @@ import yaml
 from safetensors.torch import load_file
 
 from launcher.rundir import RunDir, read_json
-from test_slurm_pipeline import submit, wait_final
+from test_slurm_pipeline import run_log, submit, wait_final
 from test_train_resume import TINY_MFT
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -47,21 +47,17 @@ def _train_recipe(tmp: Path, name: str, steps: int = STEPS) -> Path:
     return path
 
 
-def _log(run: RunDir) -> str:
-    return "".join(p.read_text(errors="replace") for p in run.logs_dir.glob("*.out"))
-
-
 def preempt_after(run: RunDir, pattern: str, timeout: float = 300) -> str:
     """Once `pattern` is in the log, signal the element's tasks as a preemption does."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if re.search(pattern, _log(run)):
+        if re.search(pattern, run_log(run)):
             job_id = read_json(run.element_state("train", 0))["job_id"]
             for sig in ("CONT", "TERM"):
                 subprocess.run(["scancel", f"--signal={sig}", job_id], check=True)
             return job_id
         time.sleep(0.1)
-    pytest.fail(f"no {pattern!r} in {timeout}s:\n{_log(run)[-2000:]}")
+    pytest.fail(f"no {pattern!r} in {timeout}s:\n{run_log(run)[-2000:]}")
 
 
 def release_when_requeued(slurm, job_id: str, run: RunDir, stage: str, timeout: float = 180) -> None:
@@ -69,7 +65,7 @@ def release_when_requeued(slurm, job_id: str, run: RunDir, stage: str, timeout: 
     deadline = time.time() + timeout
     while run.read_state(stage, 0).get("state") != "REQUEUED":
         if time.time() > deadline:
-            pytest.fail(f"job {job_id} was not requeued:\n{_log(run)[-3000:]}")
+            pytest.fail(f"job {job_id} was not requeued:\n{run_log(run)[-3000:]}")
         time.sleep(0.5)
     slurm.release_requeued(job_id, timeout=timeout)
 
@@ -83,13 +79,13 @@ def test_sigterm_mid_training_saves_requeues_and_resumes_exactly(slurm, tmp_path
     release_when_requeued(slurm, job_id, preempted, "train")
     for run in (whole, preempted):
         rows = wait_final(run, timeout=600)
-        assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], _log(run)[-3000:]
+        assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], run_log(run)[-3000:]
     # `logs -f` followed both attempts and ended by itself with the run
     followed, _ = follower.communicate(timeout=60)
     assert follower.returncode == 0
     assert "attempt 1" in followed and "attempt 2" in followed and "[train] done" in followed, followed[-3000:]
 
-    log = _log(preempted)
+    log = run_log(preempted)
     assert "requeueing job" in log, log[-3000:]
     stopped = re.search(r"resumed from step_(\d+)", log)
     assert stopped and 2 <= int(stopped.group(1)) < STEPS, log[-3000:]
@@ -108,11 +104,11 @@ def _adapter(run_dir: RunDir) -> dict:
 def test_real_preemption_by_an_urgent_job_resumes_exactly(slurm, tmp_path, capsys):
     # long enough for slurmctld to schedule the urgent job (sched_interval 5 s) while it trains
     whole = submit(_train_recipe(tmp_path, "calm", steps=400), capsys)
-    assert wait_final(whole, timeout=600)[0]["done"], _log(whole)[-3000:]
+    assert wait_final(whole, timeout=600)[0]["done"], run_log(whole)[-3000:]
     preempted = submit(_train_recipe(tmp_path, "bumped", steps=400), capsys)
     deadline = time.time() + 300
-    while not re.search(r"\[train\] step 2/", _log(preempted)):
-        assert time.time() < deadline, _log(preempted)[-2000:]
+    while not re.search(r"\[train\] step 2/", run_log(preempted)):
+        assert time.time() < deadline, run_log(preempted)[-2000:]
         time.sleep(0.1)
     state = preempted.read_state("train", 0)
     node = subprocess.run(["squeue", "-h", "-j", state["job_id"], "-o", "%N"], capture_output=True, text=True,
@@ -125,7 +121,7 @@ def test_real_preemption_by_an_urgent_job_resumes_exactly(slurm, tmp_path, capsy
         rows = wait_final(preempted, timeout=600)
     finally:
         subprocess.run(["scancel", urgent], check=False)
-    log = _log(preempted)
+    log = run_log(preempted)
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], log[-3000:]
     assert "requeueing job" in log and re.search(r"resumed from step_\d+", log), log[-3000:]
     assert preempted.read_state("train", 0)["reason"].endswith("(SIGTERM)")

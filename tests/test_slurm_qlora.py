@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from jobs.training import checkpoint
 from launcher.recipe import Recipe
-from test_slurm_pipeline import submit, wait_final
+from test_slurm_pipeline import run_log, submit, wait_final
 from test_train_resume import TINY_MFT, tb_scalars
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -44,7 +44,7 @@ def test_qlora_zero2_bf16_across_two_slurm_nodes(slurm, tmp_path, capsys):
     path.write_text(yaml.safe_dump(data))
     run_dir = submit(path, capsys)
     rows = wait_final(run_dir, timeout=900)
-    log = "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
+    log = run_log(run_dir)
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], log[-4000:]
     assert rows[0]["node"] == "mft-n[1-2]", rows[0]
 

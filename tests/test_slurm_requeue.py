@@ -13,7 +13,7 @@ import yaml
 
 from launcher.cli import main
 from launcher.rundir import RunDir, read_json
-from test_slurm_pipeline import submit, wait_final
+from test_slurm_pipeline import run_log, submit, wait_final
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 BENCH = "humanevalsynthesize-python"
@@ -35,15 +35,11 @@ def _recipe(tmp: Path, data_dir: Path, name: str, max_restarts: int) -> Path:
     return path
 
 
-def _log(run_dir: RunDir) -> str:
-    return "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
-
-
 def _signal_after_progress(run_dir: RunDir, timeout: float = 180) -> str:
     """Wait until the element generated a few batches, then send USR2 to its batch shell."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        done = re.findall(rf"generate {BENCH}: (\d+)/120 rows \[", _log(run_dir))
+        done = re.findall(rf"generate {BENCH}: (\d+)/120 rows \[", run_log(run_dir))
         if done and int(done[-1]) >= 3:
             job_id = read_json(run_dir.element_state("generate", 0))["job_id"]
             # what `status` shows for the running element: its last progress line, rate and ETA
@@ -52,7 +48,7 @@ def _signal_after_progress(run_dir: RunDir, timeout: float = 180) -> str:
             subprocess.run(["scancel", "--signal=USR2", "--batch", job_id], check=True)
             return job_id
         time.sleep(0.3)
-    pytest.fail(f"no progress in {timeout}s:\n{_log(run_dir)[-2000:]}")
+    pytest.fail(f"no progress in {timeout}s:\n{run_log(run_dir)[-2000:]}")
 
 
 def _release_when_requeued(slurm, job_id: str, run_dir: RunDir, timeout: float = 120) -> None:
@@ -60,7 +56,7 @@ def _release_when_requeued(slurm, job_id: str, run_dir: RunDir, timeout: float =
     deadline = time.time() + timeout
     while read_json(run_dir.element_state("generate", 0)).get("state") != "REQUEUED":
         if time.time() > deadline:
-            pytest.fail(f"job {job_id} was not requeued:\n{_log(run_dir)[-2000:]}")
+            pytest.fail(f"job {job_id} was not requeued:\n{run_log(run_dir)[-2000:]}")
         time.sleep(0.5)
     slurm.release_requeued(job_id, timeout=timeout)
 
@@ -72,7 +68,7 @@ def test_usr2_saves_requeues_and_resumes(slurm, tmp_path, data_dir, capsys):
     rows = wait_final(run_dir)
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], rows
     assert rows[0]["restarts"] == 1
-    log = _log(run_dir)
+    log = run_log(run_dir)
     assert "requeueing job" in log
     resumed = re.search(rf"resuming {BENCH}: (\d+) of 120 rows already done", log)
     assert resumed and int(resumed.group(1)) >= 3, log[-3000:]
@@ -96,5 +92,5 @@ def test_restart_cap_stops_the_loop(slurm, tmp_path, data_dir, capsys):
     _signal_after_progress(run_dir)
     rows = wait_final(run_dir)
     assert rows[0]["state"] == "FAILED" and not rows[0]["done"], rows
-    assert "restart cap (0) reached" in _log(run_dir)
+    assert "restart cap (0) reached" in run_log(run_dir)
 

@@ -15,7 +15,7 @@ import yaml
 from launcher.cli import main
 from launcher.contract import ALL_BENCHMARKS, required_upstream
 from launcher.rundir import RunDir, read_json
-from test_slurm_pipeline import assert_cost_matches_sacct, submit, wait_final
+from test_slurm_pipeline import assert_cost_matches_sacct, run_log, submit, wait_final
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -102,7 +102,7 @@ def test_checkpoint_sweep_balanced_arrays_collector_and_resume(slurm, tmp_path, 
     assert f"resubmitted evaluate: {needs_it}" in out, out
     assert "resubmitted train" not in out and "resubmitted merge" not in out
     rows = wait_final(run_dir, timeout=600)
-    log = "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
+    log = run_log(run_dir)
     assert all(r["done"] for r in rows), ([r for r in rows if not r["done"]], log[-4000:])
     for key, mtime in before.items():  # what had completed did not run again
         assert run_dir.sentinel(*key).stat().st_mtime == mtime, key

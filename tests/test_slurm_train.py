@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from jobs.training import checkpoint
-from test_slurm_pipeline import submit, wait_final
+from test_slurm_pipeline import run_log, submit, wait_final
 from test_train_resume import tb_scalars
 from test_train_zero3 import STEPS, base_plus_adapter, validation_loss, zero3_recipe
 
@@ -24,7 +24,7 @@ def test_zero3_lora_across_two_slurm_nodes(slurm, tmp_path, capsys):
     path.write_text(yaml.safe_dump(data))
     run_dir = submit(path, capsys)
     rows = wait_final(run_dir, timeout=900)
-    log = "".join(p.read_text(errors="replace") for p in run_dir.logs_dir.glob("*.out"))
+    log = run_log(run_dir)
     assert rows[0]["state"] == "COMPLETED" and rows[0]["done"], log[-4000:]
 
     done = run_dir.done_record("train", 0)
