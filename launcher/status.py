@@ -117,8 +117,9 @@ def read_status(run_dir: RunDir) -> tuple[list[ElementStatus], list[str]]:
                     state, note = "ENDED", ("left the queue without a completion sentinel"
                                             + ("" if accounting else " (no accounting to say why)"))
             never_ran = ""
-            if not done and (state == "CANCELLED" and row and not row.node
-                             or row is None and state == "UNKNOWN" and ids and queue_known):
+            cancelled_unstarted = state == "CANCELLED" and row is not None and not row.node
+            forgotten = row is None and state == "UNKNOWN" and bool(ids) and queue_known
+            if not done and (cancelled_unstarted or forgotten):
                 # Slurm cancels an element whose dependency can never be met (kill-on-invalid-dep)
                 never_ran = _incomplete_upstream(run_dir, plan, job["stage"], index)
                 if never_ran:
