@@ -334,12 +334,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     except RuntimeError as exc:  # SlurmError, RunDirError and friends: one clear line, no traceback
         _err(str(exc))
         return 1
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        if getattr(args, "run", None) is None:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        paths = _run_dir_arguments(args)
+        if not paths:
             raise
         # a run directory that passed the checks but has a damaged file deeper inside
-        _err(f"{args.run}: damaged run directory ({type(exc).__name__}: {exc})")
+        _err(f"{', '.join(paths)}: damaged run directory ({type(exc).__name__}: {exc})")
         return 1
+
+
+def _run_dir_arguments(args: argparse.Namespace) -> list[str]:
+    """The run directories a command was given (`run`, or the lists of collect/compare/report)."""
+    if getattr(args, "run", None):
+        return [args.run]
+    return list(getattr(args, "runs", None) or getattr(args, "sources", None) or [])
 
 
 if __name__ == "__main__":

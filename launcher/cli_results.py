@@ -22,7 +22,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
     the difference per task; refuses runs measured on other data or prompts unless --force."""
     from jobs.results import compare
     from jobs.results.run_results import ResultsUnreadable, load_run_results
+    from launcher.run_dir_check import open_run_dir
 
+    for path in args.runs:
+        open_run_dir(path, submitted=False)
     try:
         runs = [load_run_results(path) for path in args.runs]
         comparison = compare.compare(runs, force=args.force)
@@ -51,7 +54,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Write a self-contained HTML report (tables, plots, training curves, outcomes, cost)."""
     from jobs.results.report import write_report
     from jobs.results.run_results import ResultsUnreadable
+    from launcher.run_dir_check import open_run_dir
 
+    for path in args.runs:
+        open_run_dir(path, submitted=False)
     try:
         out = write_report(args.runs, args.out)
     except ResultsUnreadable as exc:

@@ -1,8 +1,8 @@
 """Opening a run directory given on the command line: a missing, empty, foreign or damaged one is
 answered with one line that says what is wrong and what to do, never a traceback.
 
-Every command that takes a run directory (status, logs, cancel, resume, collect) opens it here
-first; only the files those commands read are checked, and only for the fields they use.
+Every command that takes a run directory (status, logs, cancel, resume, collect, compare, report)
+opens it here first; only the files those commands read are checked, and only for the fields they use.
 """
 from __future__ import annotations
 
@@ -63,8 +63,8 @@ def _check_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def open_run_dir(path: str, *, submitted: bool = True, profile: bool = False) -> RunDir:
-    """The RunDir at `path` after checking plan.json (and manifest.json when `submitted`,
-    profile.yaml when `profile`); RunDirError with one line otherwise."""
+    """The RunDir at `path` after checking plan.json, manifest.json (required when `submitted`)
+    and profile.yaml when `profile`; RunDirError with one line otherwise."""
     root = Path(path)
     if not root.exists():
         raise RunDirError(f"{path}: no such run directory (recent runs: mftlaunch runs --root DIR)")
@@ -80,10 +80,10 @@ def open_run_dir(path: str, *, submitted: bool = True, profile: bool = False) ->
     if not has_plan:
         raise RunDirError(f"{run_dir.plan_file}: missing: the run directory is damaged")
     _check_plan(run_dir.plan_file, _read_json_object(run_dir.plan_file, "plan.json"))
-    if submitted:
-        if not has_manifest:
-            raise RunDirError(f"{path}: planned but never submitted (no manifest.json): "
-                              "submit the recipe with `mftlaunch submit`")
+    if submitted and not has_manifest:
+        raise RunDirError(f"{path}: planned but never submitted (no manifest.json): "
+                          "submit the recipe with `mftlaunch submit`")
+    if has_manifest:  # read by every command when present (log names, job ids, cost)
         _check_manifest(run_dir.manifest_file, _read_json_object(run_dir.manifest_file, "manifest.json"))
     if profile:
         try:

@@ -66,6 +66,15 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object (a state file, a sentinel); ValueError when it holds
+    anything else, so that callers handle a damaged record as they handle invalid JSON."""
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a JSON object was expected, found {type(data).__name__}")
+    return data
+
+
 # File names the competition and the reference harness expect; used inside and outside runs.
 def generations_name(benchmark: str, model: str, suffix: str = ".json") -> str:
     """generations_<benchmark>_<model>.json (suffix .raw.json: sidecar, .partial.json: progress)."""
@@ -248,13 +257,13 @@ class RunDir:
     def update_state(self, stage: str, index: int, **fields: Any) -> None:
         """Merge `fields` into the element's state file (state, host, restarts, error, ...)."""
         path = self.element_state(stage, index)
-        state = read_json(path) if path.is_file() else {}
+        state = read_json_object(path) if path.is_file() else {}
         state.update(fields)
         atomic_write_json(path, state)
 
     def read_state(self, stage: str, index: int) -> dict[str, Any]:
         path = self.element_state(stage, index)
-        return read_json(path) if path.is_file() else {}
+        return read_json_object(path) if path.is_file() else {}
 
     def write_progress(self, stage: str, index: int, line: str) -> None:
         """Replace the element's last progress line (what `status` shows while it runs)."""
@@ -270,4 +279,4 @@ class RunDir:
 
     def done_record(self, stage: str, index: int) -> dict[str, Any] | None:
         path = self.sentinel(stage, index)
-        return read_json(path) if path.is_file() else None
+        return read_json_object(path) if path.is_file() else None

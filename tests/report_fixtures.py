@@ -26,11 +26,11 @@ def make_sweep_run(root: Path, steps: tuple[int, ...] = (2, 4, 6), *, model_name
     res = {"nodes": 1, "tasks_per_node": 1, "gpus_per_node": 0, "cpus_per_task": 2}
     plan = {"recipe": root.name, "model_name": model_name, "scheduler": "local",
             "models": [{"name": n, "step": s, "selector": f"step{s}"} for n, s in zip(names, steps)],
-            "jobs": [{"stage": "train", "is_array": False, "chunks": [[0, 1]], "resources": res, "items": [{"key": "train"}]},
-                     {"stage": "generate", "is_array": True, "chunks": [[0, 2]], "resources": res,
+            "jobs": [{"stage": "train", "name": "train", "is_array": False, "chunks": [[0, 1]], "resources": res, "items": [{"key": "train"}]},
+                     {"stage": "generate", "name": "generate", "is_array": True, "chunks": [[0, 2]], "resources": res,
                       "items": [{"key": "e000", "pieces": pieces[: len(pieces) // 2]},
                                 {"key": "e001", "pieces": pieces[len(pieces) // 2:]}]},
-                     {"stage": "collect", "is_array": False, "chunks": [[0, 1]], "resources": res, "items": [{"key": "collect"}]}]}
+                     {"stage": "collect", "name": "collect", "is_array": False, "chunks": [[0, 1]], "resources": res, "items": [{"key": "collect"}]}]}
     atomic_write_json(run.plan_file, plan)
     atomic_write_json(run.manifest_file, {"scheduler": "local", "submit_time": "2026-12-05T09:00:00"})
     if local_usage:

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from launcher_fakes import FakeSlurm, eval_recipe  # noqa: E402
 from test_launcher_status import submit  # noqa: E402
 
-COMMANDS = ["status", "logs", "cancel", "resume", "collect"]
+COMMANDS = ["status", "logs", "cancel", "resume", "collect", "compare", "report"]
 
 
 def _edit_json(path: Path, change: Callable[[dict], object]) -> None:
@@ -110,11 +110,12 @@ def _one_error_line(capsys) -> str:
 
 
 def _applies(command: str, name: str) -> bool:
-    """collect also takes plain metrics folders (see test_collect_on_a_folder_without_a_run); logs
-    and collect read plan.json and the run's own files, never manifest.json."""
-    if command == "collect" and name in ("empty", "foreign", "a file", "missing"):
-        return False
-    return not (command in ("logs", "collect") and name.startswith("manifest"))
+    """collect also takes plain metrics folders (see test_collect_on_a_folder_without_a_run)."""
+    return not (command == "collect" and name in ("empty", "foreign", "a file", "missing"))
+
+
+def _argv(command: str, path: Path) -> list[str]:
+    return [command, str(path)] + (["--out", str(path.parent / "report.html")] if command == "report" else [])
 
 
 @pytest.mark.parametrize("command,name", [(c, n) for n in BREAKS for c in COMMANDS if _applies(c, n)])
@@ -122,9 +123,10 @@ def test_every_command_answers_a_bad_run_directory_in_one_line(good_run, capsys,
     break_it, words = BREAKS[name]
     path = break_it(good_run)
     capsys.readouterr()
-    assert main([command, str(path)]) == 1
+    assert main(_argv(command, path)) == 1
     line = _one_error_line(capsys)
     assert words in line, line
+    assert not (path.parent / "report.html").exists()
 
 
 @pytest.mark.parametrize("name", ["empty", "foreign", "missing"])
@@ -150,9 +152,15 @@ def test_planned_but_never_submitted(good_run, tmp_path, capsys):
         assert "planned but never submitted" in _one_error_line(capsys)
 
 
-def test_damaged_state_file_is_a_warning_in_status(good_run, capsys):
-    good_run.element_state("generate", 0).parent.mkdir(parents=True, exist_ok=True)
-    good_run.element_state("generate", 0).write_text('{"state": "RUNN')
+@pytest.mark.parametrize("damage", ['{"state": "RUNN', "[1]", '"RUNNING"'])
+def test_damaged_state_file_is_a_warning_in_status_and_a_reason_in_collect(good_run, capsys, damage):
+    state = good_run.element_state("generate", 0)
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(damage)
     capsys.readouterr()
     assert main(["status", str(good_run.root)]) == 0
     assert "0.json is damaged; ignored" in capsys.readouterr().out
+    assert main(["collect", str(good_run.root)]) == 1  # nothing was evaluated: every task is missing
+    captured = capsys.readouterr()
+    assert "generate[0] (" in captured.out and "unknown (0.json is damaged)" in captured.out
+    assert "Traceback" not in captured.err

@@ -73,23 +73,24 @@ def test_compare_refuses_other_data_or_prompts_unless_forced(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command", ["compare", "report"])
-def test_unreadable_run_directories_get_one_line(command, tmp_path, capsys):
+def test_unreadable_results_get_one_line(command, tmp_path, capsys):
+    """A sound run directory whose results.json is absent or damaged (missing, empty, foreign and
+    damaged run directories themselves are tests/test_bad_run_dirs.py's corpus)."""
     good = make_sweep_run(tmp_path / "good", steps=(2,), tensorboard=False)
-    empty = tmp_path / "empty"
-    empty.mkdir()
     not_collected = make_sweep_run(tmp_path / "running", steps=(2,), tensorboard=False)
     not_collected.results_table("json").unlink()
     damaged = make_sweep_run(tmp_path / "damaged", steps=(2,), tensorboard=False)
     damaged.results_table("json").write_text('{"schema": 2, "models": [')
     wrong = make_sweep_run(tmp_path / "wrong", steps=(2,), tensorboard=False)
     atomic_write_json(wrong.results_table("json"), {"schema": 2, "models": [{"tasks": {}}]})
+    task_not_object = make_sweep_run(tmp_path / "task", steps=(2,), tensorboard=False)
+    atomic_write_json(task_not_object.results_table("json"),
+                      {"schema": 2, "models": [{"name": "tiny-step2", "tasks": {"humaneval": 0.5}}]})
     expected = {
-        tmp_path / "missing": "no such run directory",
-        empty: "an empty directory",
-        tmp_path / "good" / "plan.json": "not a directory",
         not_collected.root: "its collect stage has not run",
         damaged.root: "damaged (JSONDecodeError",
         wrong.root: "damaged (KeyError",
+        task_not_object.root: "each task an object",
     }
     for path, message in expected.items():
         extra = ["--out", str(tmp_path / "r.html")] if command == "report" else []

@@ -199,11 +199,19 @@ def _element_errors(run_dir: RunDir, plan: dict[str, Any], stage: str, model: st
         mine = any(p["model"] == model and p["benchmark"] == benchmark for p in item.get("pieces", []))
         if not mine or run_dir.is_done(stage, index):
             continue
-        state = run_dir.read_state(stage, index)
+        state = _element_state(run_dir, stage, index)
         what = state.get("state", "not run")
         error = state.get("error")
         out.append(f"{stage}[{index}] ({item.get('key')}) {what}" + (f": {error}" if error else ""))
     return out
+
+
+def _element_state(run_dir: RunDir, stage: str, index: int) -> dict[str, Any]:
+    """An unfinished element's state record; a damaged one is named, not a reason to stop."""
+    try:
+        return run_dir.read_state(stage, index)
+    except (OSError, ValueError):
+        return {"state": f"unknown ({run_dir.element_state(stage, index).name} is damaged)"}
 
 
 def _merge_error(run_dir: RunDir, plan: dict[str, Any], entry: dict[str, Any]) -> Optional[str]:
@@ -213,7 +221,7 @@ def _merge_error(run_dir: RunDir, plan: dict[str, Any], entry: dict[str, Any]) -
     index = entry["merge_index"]
     if run_dir.is_done("merge", index):
         return None
-    state = run_dir.read_state("merge", index)
+    state = _element_state(run_dir, "merge", index)
     return f"merge[{index}] {state.get('state', 'not run')}" + (f": {state['error']}" if state.get("error") else "")
 
 

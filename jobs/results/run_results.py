@@ -59,16 +59,10 @@ def as_schema2(data: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_run_results(path: str | Path) -> RunResults:
-    """Read RUN/collect/results.json; ResultsUnreadable (one line) when it cannot be."""
+    """Read RUN/collect/results.json; ResultsUnreadable (one line) when it cannot be. The run
+    directory itself was checked by the command line (launcher.run_dir_check) before."""
     root = Path(path)
-    if not root.exists():
-        raise ResultsUnreadable(f"{root}: no such run directory")
-    if not root.is_dir():
-        raise ResultsUnreadable(f"{root}: not a directory (give a run directory, e.g. runs/<recipe>-<time>)")
     run_dir = RunDir(root)
-    if not run_dir.plan_file.is_file():
-        what = "an empty directory" if not any(root.iterdir()) else "not a run directory (no plan.json)"
-        raise ResultsUnreadable(f"{root}: {what}")
     results = run_dir.results_table("json")
     if not results.is_file():
         raise ResultsUnreadable(f"{root}: no {results.relative_to(run_dir.root)} yet: its collect stage "
@@ -76,9 +70,10 @@ def load_run_results(path: str | Path) -> RunResults:
     try:
         data = read_json(results)
         data = as_schema2(data)
-        if not isinstance(data["models"], list) or not all(isinstance(m["name"], str) and isinstance(m["tasks"], dict)
-                                                           for m in data["models"]):
-            raise ValueError("models[] needs a name and tasks")
+        if not isinstance(data["models"], list) or not all(
+                isinstance(m["name"], str) and isinstance(m["tasks"], dict)
+                and all(isinstance(entry, dict) for entry in m["tasks"].values()) for m in data["models"]):
+            raise ValueError("models[] needs a name and tasks, each task an object")
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
         raise ResultsUnreadable(f"{results}: damaged ({type(exc).__name__}: {reason}); collect the run "
