@@ -136,16 +136,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
     run_dir = open_run_dir(args.run, submitted=False)
     if args.follow:
-        printed = False
-        try:
-            for chunk in logs.follow(lambda: logs.log_files(run_dir, args.stage, args.index),
-                                     lambda: _selection_ended(run_dir, args.stage, args.index)):
-                printed = True
-                sys.stdout.write(chunk)
-                sys.stdout.flush()
-        except KeyboardInterrupt:
-            return 0
-        return 0 if printed else _no_logs(run_dir, args)
+        return _follow_logs(run_dir, args)
     files = logs.log_files(run_dir, args.stage, args.index)
     for path in files:
         print(f"==> {path} <==")
@@ -159,14 +150,33 @@ def _no_logs(run_dir: RunDir, args: argparse.Namespace) -> int:
     return 1
 
 
-def _selection_ended(run_dir: RunDir, stage: Optional[str], index: Optional[int]) -> bool:
-    """Whether every element `logs -f` follows has reached a state it will not leave by itself."""
-    from launcher import status
-    from launcher.waiting import verdict
+def _follow_logs(run_dir: RunDir, args: argparse.Namespace, patience_s: float = 900.0) -> int:
+    """`logs -f`: print what the chosen elements write until each has reached a state it will not
+    leave by itself; exit 4 when Slurm stops answering for `patience_s` (as `--wait` does)."""
+    from launcher import logs, status
+    from launcher.waiting import EXIT_UNKNOWABLE, RunWatch
 
-    rows, _ = status.read_status(run_dir)
-    chosen = [r for r in rows if (stage is None or r.stage == stage) and (index is None or r.index == index)]
-    return verdict(chosen) is not None
+    watch = RunWatch(run_dir, status.read_status, patience_s,
+                     select=lambda r: args.stage in (None, r.stage) and args.index in (None, r.index))
+    outcomes = []
+
+    def ended() -> bool:
+        outcomes.append(watch.check())
+        return outcomes[-1] is not None
+
+    printed = False
+    try:
+        for chunk in logs.follow(lambda: logs.log_files(run_dir, args.stage, args.index), ended):
+            printed = True
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        return 0
+    code, message = outcomes[-1]
+    if code == EXIT_UNKNOWABLE:
+        _err(f"stopped following: {message}")
+        return code
+    return 0 if printed else _no_logs(run_dir, args)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

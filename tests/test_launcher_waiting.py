@@ -47,6 +47,12 @@ def test_verdict_held_by_user_and_all_done():
     assert waiting.verdict([row("COMPLETED", done=True), row("COMPLETED", done=True, index=1)]) == 0
 
 
+@pytest.mark.parametrize("reason,code", [("BadConstraints", 3), ("InvalidAccount", 3), ("PartitionTimeLimit", 3),
+                                         ("PartitionDown", None), ("ReqNodeNotAvail", None), ("Resources", None)])
+def test_pending_for_a_reason_only_a_person_clears_ends_the_wait(reason, code):
+    assert waiting.verdict([row("FAILED"), row("PENDING", note=reason, index=1)]) == code
+
+
 def test_unreachable_slurm_ends_the_wait_after_patience(tmp_path):
     reads = []
 
@@ -184,6 +190,22 @@ def test_logs_follow_ends_by_itself_when_the_run_is_over(fake, tmp_path, capsys)
     capsys.readouterr()
     assert main(["logs", str(run.root), "-f"]) == 0
     assert "collected" in capsys.readouterr().out
+
+
+def test_logs_follow_gives_up_when_slurm_stops_answering(fake, tmp_path, capsys):
+    """Before: `logs -f` followed a RUNNING element for ever once squeue and sacct went silent."""
+    run = submit(tmp_path, eval_recipe(tmp_path))
+    for command in ("squeue", "sacct"):
+        fake.set(f"{command}.rc", "1")
+        fake.set(f"{command}.err", "slurm_load_jobs error: Socket timed out on send/recv operation\n")
+    run.update_state("generate", 0, state="RUNNING", job_id="1000_0")
+    (run.logs_dir / "mft.evalrun.generate_1000_0.out").write_text("generating\n")
+    capsys.readouterr()
+    args = cli.build_parser().parse_args(["logs", str(run.root), "-f", "--stage", "generate", "--index", "0"])
+    assert cli._follow_logs(run, args, patience_s=0.05) == 4
+    captured = capsys.readouterr()
+    assert "generating" in captured.out
+    assert "stopped following: Slurm did not answer" in captured.err and "Socket timed out" in captured.err
 
 
 def test_preempted_for_good_ends_the_wait(fake, tmp_path, capsys):
