@@ -9,6 +9,7 @@ raised at once: the caller cancels what it already submitted.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import sys
 import time
@@ -32,9 +33,11 @@ def is_transient(error: slurm.SlurmError) -> bool:
     return bool(TRANSIENT.search(str(error)))
 
 
-def submission_comment(run_name: str, attempt: int, script: Path) -> str:
-    """The tag that makes one sbatch of one run recognisable in the queue."""
-    return f"mftlaunch:{run_name}:{attempt}:{script.name}"
+def submission_comment(run_root: Path, attempt: int, script: Path) -> str:
+    """The tag that makes one sbatch of one run recognisable in the queue: the run's name plus a
+    hash of its absolute path (two run roots may hold runs of the same name)."""
+    where = hashlib.sha256(str(run_root.resolve()).encode()).hexdigest()[:8]
+    return f"mftlaunch:{run_root.name}-{where}:{attempt}:{script.name}"
 
 
 def sbatch_once(script: Path, job_name: str, comment: str, policy: SbatchRetry, *,
@@ -49,23 +52,23 @@ def sbatch_once(script: Path, job_name: str, comment: str, policy: SbatchRetry, 
             if not is_transient(exc):
                 raise
             last = exc
-        # before another sbatch, make sure the failed one did not get through after all
+        # before another sbatch, or giving up, make sure the failed one did not get through after all
         while True:
-            if tries >= policy.attempts:
-                raise slurm.SlurmError(f"sbatch {script.name}: gave up after {tries} tries ({last}); "
-                                       f"a job with comment {comment} may still appear in squeue: cancel it")
-            print(f"mftlaunch: sbatch {script.name}: {last}; retrying in {delay:g}s "
-                  f"(try {tries + 1} of {policy.attempts})", file=sys.stderr)
-            sleep(delay)
-            delay, tries = min(delay * 2, policy.max_backoff_s), tries + 1
             try:
-                found = slurm.jobs_with_comment(job_name, comment)
+                found: Optional[list[str]] = slurm.jobs_with_comment(job_name, comment)
             except slurm.SlurmError as exc:  # cannot tell whether it got through: do not submit again yet
-                last = exc
-                continue
-            if len(found) > 1:
+                found, last = None, exc
+            if found and len(found) > 1:
                 raise slurm.SlurmError(f"{len(found)} jobs carry the submission tag {comment}: {', '.join(found)}")
             if found:
                 print(f"mftlaunch: sbatch {script.name} had gone through after all: job {found[0]}", file=sys.stderr)
                 return found[0]
-            break
+            if tries >= policy.attempts:
+                unsure = "" if found == [] else f"; a job with comment {comment} may still appear in squeue: cancel it"
+                raise slurm.SlurmError(f"sbatch {script.name}: gave up after {tries} tries ({last}){unsure}")
+            print(f"mftlaunch: sbatch {script.name}: {last}; retrying in {delay:g}s "
+                  f"(try {tries + 1} of {policy.attempts})", file=sys.stderr)
+            sleep(delay)
+            delay, tries = min(delay * 2, policy.max_backoff_s), tries + 1
+            if found == []:  # the queue answered: no such job, so another sbatch cannot double it
+                break

@@ -1,6 +1,7 @@
 """Thin, checked wrappers around Slurm's commands. Every call fails loudly on a non-zero exit."""
 from __future__ import annotations
 
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ def scancel(job_ids: Iterable[str]) -> None:
 
 
 def jobs_with_comment(job_name: str, comment: str) -> list[str]:
-    """Ids of queued jobs named `job_name` whose comment is `comment` (array jobs once each)."""
-    out = run(["squeue", "-h", "-n", job_name, "-o", "%F|%k"])
+    """Ids of this user's queued jobs named `job_name` whose comment is `comment` (array jobs once each)."""
+    out = run(["squeue", "-h", "-u", str(os.getuid()), "-n", job_name, "-o", "%F|%k"])
     return sorted({line.split("|", 1)[0] for line in out.splitlines()
                    if "|" in line and line.split("|", 1)[1].strip() == comment})

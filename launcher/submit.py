@@ -153,7 +153,7 @@ def submit_slurm(run_dir: RunDir, plan: Plan, profile: Profile, manifest: dict[s
                     upstream = list(previous.values())
                 dep = dependency_spec(job.dependency_type, upstream) if upstream and job.dependency_type else None
                 script = run_dir.script(job.name, chunk)
-                tag = submission_comment(run_dir.root.name, len(manifest["attempts"]), script)
+                tag = submission_comment(run_dir.root, len(manifest["attempts"]), script)
                 job_id = sbatch_once(script, job.name, tag, profile.sbatch_retry, dependency=dep, array=array)
                 current[offset] = job_id
                 submitted.append(job_id)

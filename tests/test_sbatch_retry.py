@@ -67,10 +67,33 @@ def test_an_unreadable_queue_never_leads_to_another_sbatch(monkeypatch):
 
 
 def test_gives_up_after_the_bounded_number_of_tries(monkeypatch):
-    s = Script(monkeypatch, sbatch=[SOCKET, SOCKET, SOCKET], queue=[[], []])
-    with pytest.raises(slurm.SlurmError, match="gave up after 3 tries.*comment tag"):
+    s = Script(monkeypatch, sbatch=[SOCKET, SOCKET, SOCKET], queue=[[], [], []])
+    with pytest.raises(slurm.SlurmError, match="gave up after 3 tries") as raised:
         s.submit(attempts=3)
-    assert s.calls.count("sbatch") == 3
+    assert "may still appear" not in str(raised.value)  # the queue said: no such job
+    assert s.calls == ["sbatch", "squeue"] * 3
+
+
+def test_the_last_lost_reply_is_found_in_the_queue_too(monkeypatch):
+    """Before: after the last failed try the queue was not asked, and a job that got through was
+    left queued while submit cancelled everything else."""
+    s = Script(monkeypatch, sbatch=[SOCKET, SOCKET], queue=[[], ["321"]])
+    assert s.submit(attempts=2) == "321"
+    assert s.calls == ["sbatch", "squeue", "sbatch", "squeue"]
+
+
+def test_giving_up_while_the_queue_cannot_tell_says_so(monkeypatch):
+    s = Script(monkeypatch, sbatch=[SOCKET], queue=[SOCKET, SOCKET])
+    with pytest.raises(slurm.SlurmError, match="gave up after 2 tries.*comment tag may still appear"):
+        s.submit(attempts=2)
+    assert s.calls == ["sbatch", "squeue", "squeue"]
+
+
+def test_the_tag_tells_runs_of_the_same_name_apart(tmp_path):
+    script = Path("generate_0.sbatch")
+    a = sbatch_retry.submission_comment(tmp_path / "one" / "run-1200", 0, script)
+    b = sbatch_retry.submission_comment(tmp_path / "two" / "run-1200", 0, script)
+    assert a != b and a.startswith("mftlaunch:run-1200-") and a.endswith(":0:generate_0.sbatch")
 
 
 def test_a_real_error_is_raised_at_once(monkeypatch):
