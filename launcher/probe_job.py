@@ -1,7 +1,8 @@
 """Wait for one short job (a `profiles check` probe) and never leave it behind: on timeout or
-Ctrl-C the job is cancelled before the error reaches the user."""
+Ctrl-C, or when squeue fails while waiting, the job is cancelled before the error reaches the user."""
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Callable
 
@@ -26,8 +27,9 @@ def wait_or_cancel(job_id: str, done: Callable[[], bool], timeout_s: float, poll
                 return done()
             seen = f"{rows[0].state} ({rows[0].reason})" if rows[0].reason else rows[0].state
             time.sleep(poll_s)
-    except KeyboardInterrupt:
-        slurm.scancel([job_id])
+    except BaseException:  # Ctrl-C, or squeue failing: the job must not stay behind either way
+        with contextlib.suppress(slurm.SlurmError):
+            slurm.scancel([job_id])
         raise
     slurm.scancel([job_id])
     raise ProbeTimeout(f"job {job_id} did not finish in {timeout_s:.0f}s (last seen {seen}); cancelled it")

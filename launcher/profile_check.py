@@ -14,7 +14,7 @@ from launcher import slurm
 from launcher.cluster_facts import PartitionFacts, read_config, read_partitions
 from launcher.probe_job import ProbeTimeout, wait_or_cancel
 from launcher.profile import Profile
-from launcher.render import check_job, render_check_script, render_probe_script
+from launcher.render import check_job, container_wrap, render_check_script, render_probe_script
 from launcher.rundir import RunDir, atomic_write_text
 
 PROBE_MARK = "mftlaunch-probe"
@@ -185,8 +185,8 @@ def test_only_lines(profile: Profile) -> list[str]:
 
 
 def probe_body(profile: Profile) -> list[str]:
-    """Shell lines that load every module in order (as the jobs do) and start the container image,
-    printing one `mftlaunch-probe` line per result."""
+    """Shell lines that load every module in order and start the container image with the jobs'
+    own command (container_wrap), printing one `mftlaunch-probe` line per result."""
     body = [
         f"echo \"{PROBE_MARK} host ${{SLURMD_NODENAME:-$(hostname)}}\"",
         "probe_module() {",
@@ -201,21 +201,14 @@ def probe_body(profile: Profile) -> list[str]:
     ]
     body += [f"probe_module {shlex.quote(m)}" for m in profile.modules]
     container = profile.container
-    if container.type == "apptainer":
-        start = ["\"$runtime\"", "exec", "--containall", *map(shlex.quote, container.extra_args),
-                 shlex.quote(container.image or ""), "true"]
+    if container.type != "none":
+        options, command = container_wrap(profile, ["true"])
+        start = ["srun", "--ntasks=1", *options, *command] if container.type == "pyxis" else command
+        present = ("command -v apptainer >/dev/null" if container.type == "apptainer"
+                   else "srun --help 2>&1 | grep -q container-image")
         body += [
-            "runtime=$(command -v apptainer || command -v singularity)",
-            f"if [ -z \"$runtime\" ]; then echo \"{PROBE_MARK} container-missing apptainer\";",
-            f"elif out=$({' '.join(start)} 2>&1); then echo \"{PROBE_MARK} container-ok\";",
-            f"else echo \"{PROBE_MARK} container-fail $(echo \"$out\" | tail -n 2 | tr '\\n' ' ')\"; fi",
-        ]
-    elif container.type == "pyxis":
-        start = ["srun", "--ntasks=1", f"--container-image={shlex.quote(container.image or '')}",
-                 *map(shlex.quote, container.extra_args), "true"]
-        body += [
-            f"if ! srun --help 2>&1 | grep -q container-image; then echo \"{PROBE_MARK} container-missing pyxis\";",
-            f"elif out=$({' '.join(start)} 2>&1); then echo \"{PROBE_MARK} container-ok\";",
+            f"if ! {present}; then echo \"{PROBE_MARK} container-missing {container.type}\";",
+            f"elif out=$({' '.join(map(shlex.quote, start))} 2>&1); then echo \"{PROBE_MARK} container-ok\";",
             f"else echo \"{PROBE_MARK} container-fail $(echo \"$out\" | tail -n 2 | tr '\\n' ' ')\"; fi",
         ]
     return body + [f"echo \"{PROBE_MARK} end\""]
@@ -296,6 +289,9 @@ def check(profile: Profile, root: Path = Path("runs"), timeout_s: float = 300) -
     lines += test_only_lines(profile)
     if not any(line.startswith("FAIL") for line in lines):
         lines += probe_lines(profile, root, timeout_s)
+    elif profile.modules or profile.container.type != "none":
+        lines.append("WARN modules and container not probed on a compute node while a line above FAILs: "
+                     "fix those, then run the check again")
     return lines
 
 

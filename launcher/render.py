@@ -101,20 +101,25 @@ def stage_entry(job: PlannedJob, profile: Profile, run_dir: RunDir) -> list[str]
     return [profile.python or sys.executable, "-u", "-m", "jobs.run", job.stage, str(run_dir.root)]
 
 
+def container_wrap(profile: Profile, entry: list[str]) -> tuple[list[str], list[str]]:
+    """(srun options, command) that run `entry` inside the profile's container, exactly as every
+    stage job does; `profiles check` starts the image the same way."""
+    container = profile.container
+    if container.type == "pyxis":
+        mounts = [f"--container-mounts={','.join(container.mounts)}"] if container.mounts else []
+        return [f"--container-image={container.image}", *mounts, *container.extra_args], entry
+    if container.type == "apptainer":
+        binds = [a for m in container.mounts for a in ("--bind", m)]
+        return [], ["apptainer", "exec", "--nv", *binds, *container.extra_args, str(container.image), *entry]
+    return [], entry
+
+
 def _task_command(job: PlannedJob, profile: Profile, entry: list[str]) -> str:
     srun = ["srun", "--kill-on-bad-exit=1", "--unbuffered"]
     if job.resources.cpus_per_task:
         srun.append(f"--cpus-per-task={job.resources.cpus_per_task}")
-    container = profile.container
-    if container.type == "pyxis":
-        srun.append(f"--container-image={container.image}")
-        if container.mounts:
-            srun.append(f"--container-mounts={','.join(container.mounts)}")
-        srun += container.extra_args
-    srun += profile.srun_extra
-    if container.type == "apptainer":
-        binds = [a for m in container.mounts for a in ("--bind", m)]
-        entry = ["apptainer", "exec", "--nv", *binds, *container.extra_args, container.image, *entry]
+    container_options, entry = container_wrap(profile, entry)
+    srun += container_options + profile.srun_extra
     return " ".join(shlex.quote(a) for a in srun + entry)
 
 

@@ -12,6 +12,7 @@ from launcher.cluster_facts import facts_from, parse_gres, parse_minutes
 from launcher.profile import Profile
 from launcher.profile_check import (array_size_line, gres_lines, interpret_probe, node_size_lines,
                                     partition_lines, probe_body)
+from launcher.render import container_wrap
 
 # `scontrol show partition -o` / `scontrol show node -o` of the test cluster (Slurm 22.05.8)
 PARTITIONS = "\n".join(
@@ -132,3 +133,64 @@ def test_probe_body_loads_modules_with_environment_modules(tmp_path):
     lines = interpret_probe(profile(modules=["mfttool/1.0", "nosuch/9"]), report, "1", tmp_path / "x")
     assert lines[0].startswith("OK   module load mfttool/1.0 on "), lines
     assert lines[1].startswith("FAIL module load nosuch/9 on ") and "nosuch/9" in lines[1], lines
+
+
+def _run_probe(p: Profile, bin_dir: Path) -> list[str]:
+    """The probe's shell lines run by bash with `bin_dir` first on PATH → its OK/FAIL lines."""
+    body = "\n".join(probe_body(p))
+    out = subprocess.run(["bash", "-c", body], capture_output=True, text=True, timeout=60,
+                         env={"PATH": f"{bin_dir}:/usr/bin:/bin", "SLURMD_NODENAME": "node7"}).stdout
+    report = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("mftlaunch-probe ")]
+    return interpret_probe(p, report, "1", bin_dir / "log")
+
+
+def test_probe_starts_the_image_with_the_jobs_own_apptainer_command(tmp_path):
+    """An `apptainer` on PATH that records its argv: the probe calls it exactly as the stage jobs'
+    srun line does (--nv, the binds, extra_args), and reports what it answered."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "apptainer").write_text(f'#!/bin/bash\necho "$@" >> {tmp_path}/argv\n'
+                                       '[ "$6" = /good.sif ] || { echo "FATAL: could not open image $6" >&2; exit 255; }\n')
+    (bin_dir / "apptainer").chmod(0o755)
+    container = {"type": "apptainer", "image": "/good.sif", "mounts": ["/scratch"], "extra_args": ["--cleanenv"]}
+    good = profile(container=container)
+    assert _run_probe(good, bin_dir) == ["OK   container apptainer image /good.sif starts on node7"]
+    assert (tmp_path / "argv").read_text() == "exec --nv --bind /scratch --cleanenv /good.sif true\n"
+    wrapped = container_wrap(good, ["true"])[1]
+    assert wrapped == ["apptainer", "exec", "--nv", "--bind", "/scratch", "--cleanenv", "/good.sif", "true"]
+    bad = _run_probe(profile(container={**container, "image": "/bad.sif"}), bin_dir)
+    assert bad[0].startswith("FAIL container apptainer image /bad.sif does not start on node7: "
+                             "FATAL: could not open image /bad.sif"), bad
+
+
+def test_a_site_with_only_singularity_is_told_apptainer_is_missing(tmp_path):
+    """The jobs run `apptainer`, so a `singularity` alone does not pass the check."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "singularity").write_text("#!/bin/bash\nexit 0\n")
+    (bin_dir / "singularity").chmod(0o755)
+    lines = _run_probe(profile(container={"type": "apptainer", "image": "/img.sif"}), bin_dir)
+    assert lines[0].startswith("FAIL container: apptainer is not available on node7"), lines
+
+
+def test_modules_not_probed_while_something_fails_is_said(monkeypatch):
+    import launcher.profile_check as profile_check
+
+    monkeypatch.setattr(profile_check, "read_partitions", lambda: FACTS)
+    monkeypatch.setattr(profile_check, "read_config", lambda: {"MaxArraySize": "1001"})
+    monkeypatch.setattr(profile_check, "test_only_lines", lambda p: [])
+    monkeypatch.setattr(profile_check, "probe_lines", lambda *a: pytest.fail("probed despite a FAIL"))
+    lines = profile_check.check(Profile(name="p", scheduler="slurm", partitions={"cpu": "nosuch"}, modules=["gcc"]))
+    assert lines[0].startswith("FAIL partitions.cpu: 'nosuch' not found")
+    assert lines[-1].startswith("WARN modules and container not probed on a compute node while a line above FAILs")
+
+
+def test_a_probe_is_cancelled_when_squeue_fails_while_waiting(monkeypatch):
+    from launcher import probe_job, slurm
+
+    cancelled = []
+    monkeypatch.setattr(slurm, "squeue", lambda ids: (_ for _ in ()).throw(slurm.SlurmError("squeue timed out")))
+    monkeypatch.setattr(slurm, "scancel", cancelled.append)
+    with pytest.raises(slurm.SlurmError, match="squeue timed out"):
+        probe_job.wait_or_cancel("77", lambda: False, timeout_s=60, poll_s=0)
+    assert cancelled == [["77"]]

@@ -77,6 +77,38 @@ def test_check_jobs_are_cancelled_on_timeout(slurm, tmp_path, capsys):
     assert queued("mft.check.late2") == []
 
 
+@pytest.fixture
+def future_reservation():
+    """A reservation of four cores of mft-n1 for ten minutes: jobs may name it, and the rest of the
+    node stays free for others. (One that starts later is refused by --test-only: "Invalid time".)"""
+    name = "mft-check-resv"
+    slurm_cmd.run(["scontrol", "create", "reservation", f"ReservationName={name}", "StartTime=now",
+                   "Duration=10", "Nodes=mft-n1", "CoreCnt=4", "Users=root"])
+    try:
+        yield name
+    finally:
+        slurm_cmd.run(["scontrol", "delete", f"ReservationName={name}"])
+
+
+def test_account_qos_reservation_and_constraint_are_asked_of_slurmctld(slurm, tmp_path, capsys, future_reservation):
+    """The profile's account, qos, reservation and constraint go into each `sbatch --test-only`:
+    ones the cluster has pass, a feature no node has and a reservation that does not exist FAIL."""
+    asks = {"account": "root", "qos": "normal", "reservation": future_reservation, "constraint": "mftnode"}
+    good = write_profile(tmp_path, "asks", **asks)
+    code = main(["profiles", "check", str(good)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    with_asks = f"with account root, qos normal, reservation {future_reservation}, constraint mftnode"
+    assert f"OK   sbatch --test-only partitions.cpu ('cpu') {with_asks}: sbatch: Job" in out, out
+    for field, value, error in (("constraint", "nosuchfeature", "Invalid feature specification"),
+                                ("reservation", "nosuchresv", "reservation is invalid")):
+        bad = write_profile(tmp_path, f"bad-{field}", **{**asks, field: value})
+        assert main(["profiles", "check", str(bad)]) == 1
+        out = capsys.readouterr().out
+        line = next(line for line in out.splitlines() if line.startswith("FAIL sbatch --test-only partitions.cpu"))
+        assert f"{field} {value}" in line and error in line and "fix the profile's" in line, out
+
+
 def test_gpu_partition_profile_passes_and_a_wrong_gres_fails(slurm, tmp_path, capsys):
     assert main(["profiles", "check", "test-cluster-gpu"]) == 0
     out = capsys.readouterr().out

@@ -277,8 +277,8 @@ SlurmctldTimeout=60
 SlurmdTimeout=120
 MessageTimeout=10
 
-NodeName=mft-n1 NodeAddr=$ADDR_N1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN
-NodeName=mft-n2 NodeAddr=$ADDR_N2 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS State=UNKNOWN
+NodeName=mft-n1 NodeAddr=$ADDR_N1 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS Features=mftnode State=UNKNOWN
+NodeName=mft-n2 NodeAddr=$ADDR_N2 CPUs=$NODE_CPUS Sockets=1 CoresPerSocket=$NODE_CPUS ThreadsPerCore=1 RealMemory=$NODE_MEM Gres=gpu:$NODE_GPUS Features=mftnode State=UNKNOWN
 PartitionName=main Nodes=mft-n1,mft-n2 Default=YES MaxTime=INFINITE MaxCPUsPerNode=$PART_CPUS MaxMemPerNode=$PART_MEM State=UP PreemptMode=REQUEUE GraceTime=60
 PartitionName=cpu Nodes=mft-n1,mft-n2 Default=NO MaxTime=INFINITE MaxCPUsPerNode=$PART_CPUS MaxMemPerNode=$PART_MEM State=UP PreemptMode=REQUEUE GraceTime=60
 PartitionName=urgent Nodes=mft-n1,mft-n2 Default=NO MaxTime=INFINITE State=UP PriorityTier=10 PreemptMode=OFF
