@@ -1,8 +1,8 @@
 """What a run was submitted with, and whether a resume would continue it with something else.
 
 The manifest records the resolved recipe and profile (and their sha256), the overrides and profile
-reference used, and the code's identity (git sha, dirty flag and a hash of the uncommitted diff,
-the installed version). `resume` compares them with the run directory's recipe.yaml / profile.yaml,
+reference used, and the code's identity (git sha, dirty flag and a hash of the uncommitted diff and
+of new source files, the installed version). `resume` compares them with the run directory's recipe.yaml / profile.yaml,
 with the recipe file re-resolved today and the profile loaded today, and with the code installed
 now: checkpoints and generations made under one configuration must not silently continue under
 another.
@@ -26,6 +26,7 @@ from launcher.rundir import RunDir, atomic_write_json
 from launcher.yamlsource import ConfigError, load_yaml
 
 CODE_ROOT = Path(__file__).resolve().parent.parent
+CODE_PACKAGES = ("launcher", "jobs", "eval_sandbox")
 
 
 def digest(data: Any) -> str:
@@ -49,19 +50,30 @@ def _git(*args: str) -> Optional[str]:
     return proc.stdout if proc.returncode == 0 else None
 
 
+def _new_sources() -> list[str]:
+    """Untracked, not ignored Python files of the packages: new code a job may import."""
+    listed = _git("ls-files", "--others", "--exclude-standard", "--", *CODE_PACKAGES) or ""
+    return sorted(name for name in listed.splitlines() if name.endswith(".py"))
+
+
 def code_identity() -> dict[str, Any]:
-    """git sha, whether the tree has uncommitted changes (and a hash of them), installed version."""
+    """git sha, whether the tree has uncommitted changes or new source files (and a hash of them),
+    installed version."""
     sha = _git("rev-parse", "HEAD")
-    status = _git("status", "--porcelain", "--untracked-files=no")
-    diff = _git("diff", "HEAD") if status else ""
+    status = (_git("status", "--porcelain", "--untracked-files=no") or "").strip()
+    new_sources = _new_sources()
+    changes = hashlib.sha256((_git("diff", "HEAD") or "").encode() if status else b"")
+    for name in new_sources:
+        changes.update(name.encode() + b"\0" + (CODE_ROOT / name).read_bytes())
     try:
         version = importlib.metadata.version("mftlaunch")
     except importlib.metadata.PackageNotFoundError:
         version = None
+    dirty = bool(status or new_sources)
     return {
         "git_sha": sha.strip() if sha else None,
-        "dirty": bool(status and status.strip()),
-        "diff_sha256": hashlib.sha256(diff.encode()).hexdigest() if diff else None,
+        "dirty": dirty,
+        "diff_sha256": changes.hexdigest() if dirty else None,
         "version": version,
     }
 

@@ -1,6 +1,7 @@
 """Whole graphs on the `local` profile: the same run directory, status and resume as on Slurm."""
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def test_generate_evaluate_collect_locally(tmp_path, data_dir, capsys):
     assert all(e["attempts"] == 1 and e["cpu_seconds"] >= e["elapsed_s"] > 0 for e in cost["elements"])
     assert cost["by_model"]["tiny"]["cpu_hours"] > 0
     assert run_dir.read_progress("generate", 2).startswith("generate ")
+    # each element recorded the versions it ran with (generate imported torch: CUDA is known too)
+    versions = run_dir.read_state("generate", 0)["versions"]
+    for package in ("torch", "transformers", "peft", "deepspeed", "bitsandbytes"):
+        assert versions[package] == importlib.metadata.version(package), package
+    assert "cuda" in versions and versions["cuda_available"] is False
     # the collector wrote the cost into results.json (every stage but its own, which was running)
     # and the report beside it
     resources = read_json(run_dir.results_table("json"))["resources"]

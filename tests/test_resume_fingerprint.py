@@ -3,6 +3,7 @@ warns about changed code (refuses with --strict), and --force goes on and is rec
 manifest's fingerprint itself. Fake Slurm commands on PATH; the real cluster in test_slurm_waiting."""
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -35,6 +36,34 @@ def test_manifest_records_the_fingerprint(half_done):
     assert record["profile_ref"] == "test-cluster" and record["overrides"] == []
     code = record["code"]
     assert len(code["git_sha"]) == 40 and isinstance(code["dirty"], bool) and code["version"]
+
+
+def test_code_identity_counts_edits_and_new_source_files(tmp_path, monkeypatch):
+    """A tree is dirty with an edited tracked file or a new, untracked .py of a package (a job may
+    import it); files outside the packages, and ignored ones, leave it clean."""
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)
+
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "train.py").write_text("STEPS = 1\n")
+    (tmp_path / ".gitignore").write_text("*.pyc\n")
+    git("init", "-q")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    monkeypatch.setattr(fingerprint, "CODE_ROOT", tmp_path)
+    clean = fingerprint.code_identity()
+    assert clean["dirty"] is False and clean["diff_sha256"] is None and len(clean["git_sha"]) == 40
+    (tmp_path / "notes.txt").write_text("mine\n")
+    (tmp_path / "jobs" / "cache.pyc").write_bytes(b"\0")
+    assert fingerprint.code_identity()["dirty"] is False
+    (tmp_path / "jobs" / "helper.py").write_text("X = 1\n")
+    new_file = fingerprint.code_identity()
+    assert new_file["dirty"] is True and new_file["diff_sha256"]
+    (tmp_path / "jobs" / "helper.py").write_text("X = 2\n")
+    assert fingerprint.code_identity()["diff_sha256"] != new_file["diff_sha256"]
+    (tmp_path / "jobs" / "helper.py").unlink()
+    (tmp_path / "jobs" / "train.py").write_text("STEPS = 2\n")
+    assert fingerprint.code_identity()["dirty"] is True
 
 
 def test_resume_after_editing_the_recipe_is_refused_naming_the_fields(fake, half_done, tmp_path, capsys):
