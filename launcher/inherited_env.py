@@ -8,6 +8,11 @@ enclosing job's shape into the new one (submitit #1782; SLURM_MEM_PER_CPU next t
 SLURM_MEM_PER_NODE makes srun refuse to start). Everything else stays: SLURM_CONF (which cluster),
 and a user's own defaults such as SBATCH_ACCOUNT / SBATCH_QOS / SBATCH_PARTITION, which sbatch
 applies with precedence over the scripts' #SBATCH lines.
+
+The job-shape names (and torch.distributed's MASTER_ADDR, RANK, ...) go even outside a job: there
+they are srun's and torch's inputs, and a value left in a login shell would override, in every srun
+of every stage, the shape the job's script asked for (jobs/distributed.py sets the rank variables
+itself, from the job).
 """
 from __future__ import annotations
 

@@ -38,6 +38,21 @@ def test_a_crashed_rank_ends_the_others_within_seconds(tmp_path):
     assert ranks.ended == [1, 0] and ranks.exit_code == 3
 
 
+def test_a_rank_that_ignores_sigterm_is_killed_5_seconds_later(tmp_path):
+    """A rank busy in a handler that swallows SIGTERM (as the save-on-SIGTERM ranks do) is still
+    ended: SIGKILL 5 s after the SIGTERM."""
+    script = ("import os, signal, sys, time\n"
+              "if os.environ['RANK'] == '1': sys.exit(3)\n"
+              "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+              "time.sleep(600)\n")
+    started = time.monotonic()
+    ranks = LocalRanks([PY, "-c", script], 2, job_id="local9_0", log_dir=tmp_path, crash_grace_s=0.5)
+    codes = ranks.wait(timeout_s=120)
+    took = time.monotonic() - started
+    assert codes[1] == 3 and codes[0] == -signal.SIGKILL
+    assert 5 <= took < 20, took
+
+
 @pytest.mark.parametrize("codes, expected", [
     ([0, 0], 0), ([REQUEUE_EXIT_CODE, REQUEUE_EXIT_CODE], REQUEUE_EXIT_CODE), ([0, REQUEUE_EXIT_CODE], REQUEUE_EXIT_CODE),
     ([REQUEUE_EXIT_CODE, 1], 1), ([-9, 0], -9),
