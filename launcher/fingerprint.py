@@ -2,10 +2,10 @@
 
 The manifest records the resolved recipe and profile (and their sha256), the overrides and profile
 reference used, and the code's identity (git sha, dirty flag and a hash of the uncommitted diff and
-of new source files, the installed version). `resume` compares them with the run directory's recipe.yaml / profile.yaml,
-with the recipe file re-resolved today and the profile loaded today, and with the code installed
-now: checkpoints and generations made under one configuration must not silently continue under
-another.
+of new source files, the installed version). `resume` compares them with the run directory's
+recipe.yaml / profile.yaml, with the recipe file re-resolved today and the profile loaded today,
+and with the code installed now: checkpoints and generations made under one configuration must not
+silently continue under another.
 """
 from __future__ import annotations
 
