@@ -61,7 +61,8 @@ def test_wait_returns_3_on_held_jobs_and_1_once_cancelled(slurm, tmp_path, data_
     ids = _job_ids(run)
     subprocess.run(["scontrol", "hold", *ids], check=True)
     assert cli._wait(run, local=False, poll_s=1) == 3
-    assert "held elements need you" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "stopped waiting: these wait for someone to act" in out and "generate[0] PENDING" in out, out
     subprocess.run(["scancel", *ids], check=True)
     assert cli._wait(run, local=False, poll_s=1) == 1
     assert "CANCELLED" in capsys.readouterr().out
