@@ -58,6 +58,22 @@ def _running_on_n2(slurm, run_dir: RunDir) -> list[str]:
     return [job_id for job_id in out if job_id in ids]
 
 
+def _explain(slurm, run_dir: RunDir, rows: list[dict]) -> str:
+    """Why elements are not done: their rows, Slurm's record of every attempt and their logs' tails."""
+    lines = []
+    for row in rows:
+        if row["done"]:
+            continue
+        lines.append(f"{row['stage']}[{row['index']}] {row['job_id']} {row['state']}: {row['note']}")
+        sacct = slurm.run(["sacct", "-n", "-D", "-P", "-j", row["job_id"],
+                           "-o", "JobID,State,ExitCode,Reason,NodeList,Start,End"], check=False)
+        lines.extend(f"  sacct {line}" for line in sacct.stdout.splitlines())
+    for log in sorted(run_dir.logs_dir.glob("*.out")):
+        lines.append(f"--- {log.name}")
+        lines.extend(log.read_text(errors="replace").splitlines()[-15:])
+    return "\n".join(lines)
+
+
 def _outcome(run_dir: RunDir, tasks: list[str]) -> dict:
     """What a run produced: per task its generations, pass@1 and per-problem verdicts; the mean."""
     results = read_json(run_dir.results_table("json"))
@@ -119,7 +135,7 @@ def test_node_lost_mid_array_ends_or_requeues_and_resume_matches_a_clean_run(slu
     assert main(["resume", str(ends.root)]) == 0, capsys.readouterr().out
     for run_dir in (ends, requeued, clean_ends, clean_requeued):
         rows = wait_final(run_dir)
-        assert all(r["done"] for r in rows), [r for r in rows if not r["done"]]
+        assert all(r["done"] for r in rows), _explain(slurm, run_dir, rows)
     assert all(r["restarts"] >= 1 for r in _status(requeued)["elements"] if r["job_id"] in requeued_lost)
 
     assert _outcome(ends, SUITE) == _outcome(clean_ends, SUITE)
