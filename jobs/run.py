@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import socket
 import sys
 import time
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
 from jobs import distributed
 from jobs.context import RequeueRequested, StageContext
@@ -119,5 +120,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_without_teardown(code: int) -> NoReturn:
+    """End the process with `code` once the element's outcome is on disk, skipping the interpreter's
+    teardown. The C++ threads of torch's gloo backend and DeepSpeed's communication state can
+    outlive destroy_process_group and abort that teardown now and then ("terminate called without
+    an active exception", SIGABRT), which would make a completed element look failed to Slurm and to
+    the local scheduler. Output is flushed first; nothing of the job's own runs at exit."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())
